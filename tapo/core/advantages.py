@@ -1,0 +1,126 @@
+"""Advantages: GRPO's group-normalized ones, and TAPO's decoupled ones for reflection groups (DAE).
+
+Original rollouts keep their own group and advantages. The constructed trajectories y_ref of one
+query form a separate reflection group G_ref, normalized on its own (paper-literal) or against the
+original group's statistics (`baseline="original"`), and never mixed into the original group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+BASELINES = ("reflection", "original")
+
+
+def _finite_rewards(rewards: Sequence[float], *, what: str) -> list[float]:
+    """Rewards as floats, or a ValueError naming the first one that is not a finite number."""
+    values = [float(r) for r in rewards]
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            raise ValueError(f"{what}[{i}] is {value}; rewards must be finite numbers")
+    return values
+
+
+def _mean_and_population_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (1/K) of a non-empty list."""
+    mean = math.fsum(values) / len(values)
+    variance = math.fsum((v - mean) ** 2 for v in values) / len(values)
+    return mean, math.sqrt(variance)
+
+
+def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """GRPO advantages of one group: A_i = (r_i - mean) / (std + eps), std over K (population).
+
+    A lone sample keeps its reward (A = r, as the paper does for |G_ref| = 1); a group whose
+    rewards are all equal gets exact zeros; an empty group gets [].
+
+    >>> [round(a, 4) for a in group_advantages([1.0, 0.0, 0.0, 1.0])]
+    [1.0, -1.0, -1.0, 1.0]
+    >>> group_advantages([1.0])
+    [1.0]
+    >>> group_advantages([1.0, 1.0, 1.0])
+    [0.0, 0.0, 0.0]
+    """
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    values = _finite_rewards(rewards, what="rewards")
+    if len(values) <= 1:
+        return values
+    if is_degenerate(values):
+        return [0.0] * len(values)
+    mean, std = _mean_and_population_std(values)
+    return [(v - mean) / (std + eps) for v in values]
+
+
+def is_degenerate(rewards: Sequence[float]) -> bool:
+    """Whether a group has more than one member and zero reward variance (all rewards equal).
+
+    Such a group gets all-zero advantages under its own normalization, so it adds no gradient;
+    that is what `tapo/ref_groups_degenerate_frac` counts. Groups of 0 or 1 members are not
+    counted: a lone y_ref keeps A = r.
+
+    >>> is_degenerate([1.0, 1.0]), is_degenerate([0.0, 1.0]), is_degenerate([1.0])
+    (True, False, False)
+    """
+    values = [float(r) for r in rewards]
+    return len(values) > 1 and max(values) == min(values)
+
+
+def reflection_advantages(
+    ref_rewards: Sequence[float],
+    *,
+    baseline: str = "reflection",
+    original_rewards: Sequence[float] | None = None,
+    eps: float = 1e-6,
+) -> list[float]:
+    """Advantages of one query's reflection group G_ref, decoupled from its original group.
+
+    - `baseline="reflection"` (paper-literal): normalize within G_ref, i.e. `group_advantages`
+      (|G_ref| = 1 gives A = r; an all-right or all-wrong G_ref gives zeros).
+    - `baseline="original"`: A_ref_j = (r_ref_j - mean_Gorig) / (std_Gorig + eps), using the
+      statistics of the query's original rollouts (which stay untouched). Never degenerate for an
+      eligible query, whose original group is mixed; a zero-variance original group is an error.
+
+    >>> [round(a, 4) for a in reflection_advantages([1.0, 0.0])]
+    [1.0, -1.0]
+    >>> [round(a, 4) for a in reflection_advantages([1.0, 1.0], baseline="original",
+    ...                                              original_rewards=[1.0, 0.0, 0.0, 1.0])]
+    [1.0, 1.0]
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if baseline == "reflection":
+        return group_advantages(ref_rewards, eps)
+    if original_rewards is None:
+        raise ValueError("baseline 'original' needs original_rewards (the rewards of the query's rollouts)")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    values = _finite_rewards(ref_rewards, what="ref_rewards")
+    originals = _finite_rewards(original_rewards, what="original_rewards")
+    if len(originals) < 2 or is_degenerate(originals):
+        raise ValueError(
+            f"baseline 'original' needs an original group with reward variance, got {originals}; "
+            "selection only constructs for mixed groups, so this group should not have a reflection group"
+        )
+    mean, std = _mean_and_population_std(originals)
+    return [(v - mean) / (std + eps) for v in values]
+
+
+def reflection_token_advantages(
+    advantage: float,
+    ots: torch.Tensor,  # [T] weights of one constructed trajectory, detached
+    *,
+    loss_weight: float = 1.0,
+) -> torch.Tensor:
+    """Per-token advantages of one constructed trajectory: lambda * w_t * A_ref.
+
+    Carrying the OTS weight inside the advantage lets the engine's ordinary clipped loss train
+    constructed rows: for w_t >= 0, w_t * min(r*A, clip(r)*A) == min(r*(w_t*A), clip(r)*(w_t*A)).
+
+    >>> reflection_token_advantages(0.5, torch.tensor([1.0, 0.01, 2.0]), loss_weight=1.0)
+    tensor([0.5000, 0.0050, 1.0000])
+    """
+    return loss_weight * advantage * ots  # [T]

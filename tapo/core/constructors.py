@@ -1,0 +1,511 @@
+r"""Construction strategies: turn (y-, y+) pairs into micro-reflective trajectories y_ref.
+
+One interface, several strategies (DESIGN.md section 3):
+
+- `self` (the paper, default): the policy writes <analysis> + <reconstruction> from the synthesis
+  prompt; y_ref is the reconstruction, tokenized afresh, plus eos.
+- `splice`: the policy only quotes and diagnoses y-'s first mistake; the code keeps y-'s OWN token
+  ids up to the end of the quote, and the policy continues that exact prefix (seeded with a
+  reflection opener) with y+ in its context.
+- `aligned`: no model; for the built-in arithmetic task, y- is cut after its first wrong step and
+  continued by a templated diagnosis and the reference's remaining steps.
+
+Every constructor takes a batch of `ConstructionRequest`s and returns one result per request, in
+order: a `ConstructedTrajectory` or a `ConstructionFailure` (never silently dropped). Model
+strategies call `generate` at most once per phase for the whole batch.
+
+Tokenizers are duck-typed; only these are used: `apply_chat_template(messages, tokenize=False,
+add_generation_prompt=True)`, `encode(text, add_special_tokens=False)`, `decode(ids,
+skip_special_tokens=True)` and `eos_token_id`. No training engine is imported.
+
+Character positions are mapped to token boundaries through decoded prefixes: with L(k) =
+len(decode(ids[:k])), `tokens_covering(end)` is the smallest k with L(k) >= end and
+`tokens_within(end)` the largest k with L(k) <= end. Both binary-search, assuming L grows with k
+(true for byte-level BPE up to partial multi-byte characters, where the search still returns a
+boundary that crosses `end`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol
+
+from tapo.core.synthesis import (
+    REFLECTION_OPENER,
+    SELF_TEMPLATE,
+    build_continue_prompt,
+    build_locate_prompt,
+    build_self_prompt,
+    common_prefix_len,
+    find_quote_end,
+    parse_locate,
+    parse_synthesis,
+    seed_reflection,
+)
+from tapo.core.types import ConstructedTrajectory, ConstructionFailure, ConstructionRequest
+
+GenerateFn = Callable[[list[list[int]]], list[list[int]]]
+"""Prompt token ids (one list per prompt, no padding) -> generated token ids (may end with eos)."""
+
+Result = ConstructedTrajectory | ConstructionFailure
+
+STRATEGIES = ("self", "splice", "aligned")
+SPLICE_FALLBACKS = ("self", "drop")
+
+# Phrases that open a reflection; matched case-insensitively at a word start.
+REFLECTION_MARKERS = (
+    "wait",
+    "let me double-check",
+    "let me double check",
+    "let me re-check",
+    "let me recheck",
+    "let me check",
+    "hmm",
+    "i made a mistake",
+    "on second thought",
+    "hold on",
+)
+
+
+class Constructor(Protocol):
+    """What the trainer calls: one result per request, same order, batched generation."""
+
+    strategy: str
+
+    def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]: ...
+
+
+# --- tokenizer helpers ----------------------------------------------------------------------
+
+
+def chat_prompt_ids(tokenizer: Any, user_text: str) -> list[int]:
+    """Token ids of a one-message chat prompt with the assistant turn opened.
+
+    With a ChatML template, `chat_prompt_ids(tok, "hi")` encodes
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" (the template's own special
+    tokens are in the text, so no extra special tokens are added).
+    """
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def strip_eos(ids: Sequence[int], eos_token_id: int) -> tuple[list[int], bool]:
+    """(ids before the first eos, whether an eos was there); anything after the eos (padding) is dropped.
+
+    >>> strip_eos([5, 6, 2, 0, 0], 2), strip_eos([5, 6], 2)
+    (([5, 6], True), ([5, 6], False))
+    """
+    ids = list(ids)
+    if eos_token_id in ids:
+        return ids[: ids.index(eos_token_id)], True
+    return ids, False
+
+
+def tokens_covering(tokenizer: Any, ids: Sequence[int], end: int) -> int:
+    """Smallest k with len(decode(ids[:k])) >= end: the fewest leading tokens whose text reaches `end`.
+
+    A token that straddles `end` is included. Returns len(ids) when even all of them fall short.
+    With tokens "Step", " 1", ":", " 12" (text lengths 4, 6, 7, 10): end=6 -> 2, end=8 -> 4.
+    """
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(list(ids[:mid]), skip_special_tokens=True)) >= end:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def tokens_within(tokenizer: Any, ids: Sequence[int], end: int) -> int:
+    """Largest k with len(decode(ids[:k])) <= end: the most leading tokens whose text stays inside `end`.
+
+    A token that straddles `end` is excluded. With tokens "Step", " 1", ":", " 12" (text lengths
+    4, 6, 7, 10): end=6 -> 2, end=8 -> 3.
+    """
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer.decode(list(ids[:mid]), skip_special_tokens=True)) <= end:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def find_reflection(text: str, *, start: int = 0, markers: Sequence[str] = REFLECTION_MARKERS) -> re.Match | None:
+    """The first reflection marker in `text` that begins at or after the word containing `start`.
+
+    Backing up to the word start matters when the copied prefix ends inside the marker's word
+    (y- "... = 7. What", reconstruction "... = 7. Wait": the common prefix ends after "W").
+
+    >>> find_reflection("3 + 4 = 7. Wait, no. Hmm.", start=11).group(0)
+    'Wait'
+    >>> find_reflection("Wait: 3 + 4 = 7. Then 14.", start=5) is None
+    True
+    """
+    start = max(0, min(start, len(text)))
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(m) for m in markers) + r")(?!\w)", re.IGNORECASE)
+    return pattern.search(text, start)
+
+
+def prefix_fidelity(trajectory: ConstructedTrajectory) -> float:
+    """Share of y_ref's pre-reflection tokens that are y-'s own: prefix_tokens / reflection_start.
+
+    Clipped to [0, 1]; the denominator is at least 1, so a trajectory that keeps nothing of y- and
+    reflects at once scores 0. `splice` and `aligned` keep y-'s ids up to the reflection by
+    construction (prefix_tokens == reflection_start), so they score 1.0 whenever they keep any
+    token. For `self` it measures how faithfully the model copied y- before reflecting; when no
+    reflection marker is found, `self` puts reflection_start at prefix_tokens (score 1.0 if any
+    token was copied), so read it together with the share of trajectories with a marker.
+
+    >>> from tapo.core.types import ConstructionPair
+    >>> t = ConstructedTrajectory(pair=ConstructionPair("q", 0, 1), strategy="self", text="", token_ids=(),
+    ...     analysis="", prefix_tokens=6, reflection_start=8, generated_tokens=0)
+    >>> prefix_fidelity(t)
+    0.75
+    """
+    return min(1.0, max(0.0, trajectory.prefix_tokens / max(trajectory.reflection_start, 1)))
+
+
+# --- strategies -----------------------------------------------------------------------------
+
+
+def _eos_of(tokenizer: Any) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id; constructed trajectories must end with eos like rollouts")
+    return int(eos)
+
+
+def _call(generate: GenerateFn, prompts: list[list[int]], *, phase: str) -> list[list[int]]:
+    """One batched generate call, checked: one completion per prompt."""
+    if not prompts:
+        return []
+    completions = generate(prompts)
+    if len(completions) != len(prompts):
+        raise ValueError(f"generate returned {len(completions)} completions for {len(prompts)} {phase} prompts")
+    return [list(c) for c in completions]
+
+
+def _too_long(new_text: str, limit: int | None) -> bool:
+    return limit is not None and len(new_text) > limit
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfConstructor:
+    """The paper's strategy: the policy writes the analysis and the whole reconstruction.
+
+    y_ref ids = encode(reconstruction) + [eos]. prefix_tokens = the longest common token prefix
+    with y-'s ids. reflection_start = the token where the first reflection marker (see
+    `REFLECTION_MARKERS`) after the copied text begins, i.e. the largest k with
+    len(decode(ids[:k])) <= the marker's position, so a token " Wait" that carries the space
+    counts as reflection; without a marker, reflection_start = prefix_tokens. With
+    `max_reflection_chars`, a reconstruction adding more characters than that after its common
+    prefix with y- fails with reason "too_long".
+    """
+
+    strategy: ClassVar[str] = "self"
+    tokenizer: Any
+    generate: GenerateFn
+    template: str = SELF_TEMPLATE
+    markers: Sequence[str] = REFLECTION_MARKERS
+    max_reflection_chars: int | None = None
+
+    def prompts(self, requests: Sequence[ConstructionRequest]) -> list[list[int]]:
+        """The synthesis prompt of each request, as chat-templated token ids."""
+        return [
+            chat_prompt_ids(
+                self.tokenizer,
+                build_self_prompt(
+                    question=r.question, negative=r.negative_text, positive=r.positive_text, template=self.template
+                ),
+            )
+            for r in requests
+        ]
+
+    def finish(self, request: ConstructionRequest, completion: Sequence[int]) -> Result:
+        """Parse one synthesis completion into a trajectory (or a failure)."""
+        eos = _eos_of(self.tokenizer)
+        raw = self.tokenizer.decode(list(completion), skip_special_tokens=True)
+        fail = dict(pair=request.pair, strategy=self.strategy, generated_tokens=len(completion), raw_output=raw)
+        parsed = parse_synthesis(raw)
+        if parsed is None:
+            return ConstructionFailure(reason="unparsed", **fail)
+        analysis, reconstruction = parsed
+        kept_chars = common_prefix_len(reconstruction, request.negative_text)
+        if _too_long(reconstruction[kept_chars:], self.max_reflection_chars):
+            return ConstructionFailure(reason="too_long", **fail)
+        ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False)) + [eos]
+        prefix_tokens = common_prefix_len(ids, request.negative_ids)
+        marker = find_reflection(reconstruction, start=kept_chars, markers=self.markers)
+        reflection_start = (
+            tokens_within(self.tokenizer, ids[:-1], marker.start()) if marker is not None else prefix_tokens
+        )
+        return ConstructedTrajectory(
+            pair=request.pair,
+            strategy=self.strategy,
+            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            token_ids=tuple(ids),
+            analysis=analysis,
+            prefix_tokens=prefix_tokens,
+            reflection_start=reflection_start,
+            generated_tokens=len(completion),
+            extra={"marker": marker.group(0) if marker is not None else None, "kept_chars": kept_chars},
+        )
+
+    def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
+        """One generate call for the batch, then parse each completion."""
+        completions = _call(self.generate, self.prompts(requests), phase="self synthesis")
+        return [self.finish(r, c) for r, c in zip(requests, completions)]
+
+
+@dataclass(frozen=True)
+class _Located:
+    """A splice request that passed the locate phase: where to cut y- and what to continue with."""
+
+    index: int  # position in the batch
+    kept_ids: list[int]  # y-'s own ids up to the end of the quote
+    opener_ids: list[int]  # the seeded start of the reflection
+    analysis: str
+    quote: str
+    locate_tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpliceConstructor:
+    """Locate y-'s first mistake, keep y-'s own ids up to there, and let the policy continue.
+
+    Phase 1 (one generate call): the LOCATE prompt -> `parse_locate` -> (quote, analysis);
+    `find_quote_end` finds where the quote ends in decode(y- ids), and the cut is the smallest k
+    with len(decode(ids[:k])) >= that end (`tokens_covering`), so the kept prefix is exactly
+    y-'s ids[:k] and covers the whole quote. Phase 2 (one generate call): chat(CONTINUE prompt) +
+    ids[:k] + encode(opener), where opener = `seed_reflection(prefix)` (" Wait, let me
+    double-check"); y_ref = ids[:k] + opener ids + completion, ended with eos (appended, with
+    extra["truncated"] = True, when the completion stopped without one). prefix_tokens =
+    reflection_start = k; generated_tokens = locate + continuation tokens.
+
+    Requests whose locate output does not parse ("unparsed") or whose quote is not in y-
+    ("quote_not_found") go to the `self` strategy when fallback="self" -- their synthesis prompts
+    ride in the phase-2 call, so the batch still takes two calls -- and come back with
+    strategy "self", extra["fallback"] = "self", extra["locate_failure"] = the reason, and the
+    locate tokens added to generated_tokens. With fallback="drop" they are failures with that reason.
+    """
+
+    strategy: ClassVar[str] = "splice"
+    tokenizer: Any
+    generate: GenerateFn
+    fallback: str = "self"
+    self_template: str = SELF_TEMPLATE
+    opener: str = REFLECTION_OPENER
+    max_reflection_chars: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fallback not in SPLICE_FALLBACKS:
+            raise ValueError(f"unknown splice fallback {self.fallback!r}; choose from {', '.join(SPLICE_FALLBACKS)}")
+
+    def locate(self, request: ConstructionRequest, index: int, completion: Sequence[int]) -> _Located | str:
+        """Phase-1 result of one request: where to cut, or the failure reason."""
+        raw = self.tokenizer.decode(list(completion), skip_special_tokens=True)
+        parsed = parse_locate(raw)
+        if parsed is None:
+            return "unparsed"
+        quote, analysis = parsed
+        kept_all, _ = strip_eos(request.negative_ids, _eos_of(self.tokenizer))
+        negative = self.tokenizer.decode(kept_all, skip_special_tokens=True)
+        end = find_quote_end(quote, negative)
+        if end is None:
+            return "quote_not_found"
+        kept = kept_all[: tokens_covering(self.tokenizer, kept_all, end)]
+        opener = seed_reflection(self.tokenizer.decode(kept, skip_special_tokens=True), opener=self.opener)
+        return _Located(
+            index=index,
+            kept_ids=kept,
+            opener_ids=list(self.tokenizer.encode(opener, add_special_tokens=False)),
+            analysis=analysis,
+            quote=quote,
+            locate_tokens=len(completion),
+        )
+
+    def continue_prompt(self, request: ConstructionRequest, located: _Located) -> list[int]:
+        """chat(CONTINUE prompt) + y-'s kept ids + the opener ids: the model writes what follows."""
+        text = build_continue_prompt(question=request.question, positive=request.positive_text, analysis=located.analysis)
+        return chat_prompt_ids(self.tokenizer, text) + located.kept_ids + located.opener_ids
+
+    def finish(self, request: ConstructionRequest, located: _Located, completion: Sequence[int]) -> Result:
+        """Assemble y_ref from the kept prefix, the opener and the continuation."""
+        eos = _eos_of(self.tokenizer)
+        generated = located.locate_tokens + len(completion)
+        body, stopped = strip_eos(completion, eos)
+        new_text = self.tokenizer.decode(located.opener_ids + body, skip_special_tokens=True)
+        fail = dict(pair=request.pair, strategy=self.strategy, generated_tokens=generated, raw_output=new_text)
+        if not self.tokenizer.decode(body, skip_special_tokens=True).strip():
+            return ConstructionFailure(reason="empty", **fail)
+        if _too_long(new_text, self.max_reflection_chars):
+            return ConstructionFailure(reason="too_long", **fail)
+        ids = located.kept_ids + located.opener_ids + body + [eos]
+        k = len(located.kept_ids)
+        return ConstructedTrajectory(
+            pair=request.pair,
+            strategy=self.strategy,
+            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            token_ids=tuple(ids),
+            analysis=located.analysis,
+            prefix_tokens=k,
+            reflection_start=k,
+            generated_tokens=generated,
+            extra={"quote": located.quote, "truncated": not stopped},
+        )
+
+    def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
+        """Locate (one call), then continuation and any self fallbacks together (one call)."""
+        requests = list(requests)
+        prompts = [
+            chat_prompt_ids(
+                self.tokenizer,
+                build_locate_prompt(question=r.question, negative=r.negative_text, positive=r.positive_text),
+            )
+            for r in requests
+        ]
+        locate_completions = _call(self.generate, prompts, phase="splice locate")
+        located = [self.locate(r, i, c) for i, (r, c) in enumerate(zip(requests, locate_completions))]
+        results: list[Result | None] = [None] * len(requests)
+        to_continue = [x for x in located if isinstance(x, _Located)]
+        failed = [i for i, x in enumerate(located) if isinstance(x, str)]
+        if self.fallback == "drop":
+            for i in failed:
+                results[i] = ConstructionFailure(
+                    pair=requests[i].pair,
+                    strategy=self.strategy,
+                    reason=located[i],
+                    generated_tokens=len(locate_completions[i]),
+                    raw_output=self.tokenizer.decode(locate_completions[i], skip_special_tokens=True),
+                )
+            failed = []
+        fallback = SelfConstructor(
+            tokenizer=self.tokenizer,
+            generate=self.generate,
+            template=self.self_template,
+            max_reflection_chars=self.max_reflection_chars,
+        )
+        phase2 = [self.continue_prompt(requests[x.index], x) for x in to_continue]
+        phase2 += fallback.prompts([requests[i] for i in failed])
+        completions = _call(self.generate, phase2, phase="splice continue / self fallback")
+        for x, completion in zip(to_continue, completions):
+            results[x.index] = self.finish(requests[x.index], x, completion)
+        for i, completion in zip(failed, completions[len(to_continue) :]):
+            result = fallback.finish(requests[i], completion)
+            spent = len(locate_completions[i]) + result.generated_tokens
+            if isinstance(result, ConstructedTrajectory):
+                extra = {**result.extra, "fallback": "self", "locate_failure": located[i]}
+                result = replace(result, generated_tokens=spent, extra=extra)
+            else:
+                result = replace(result, generated_tokens=spent)
+            results[i] = result
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignedConstructor:
+    """Rule-based construction for the built-in arithmetic task; no model call.
+
+    The question is parsed back into its problem (`parse_question`); `aligned_correction` cuts
+    decode(y- ids) after its first wrong step and writes the continuation (a templated diagnosis,
+    then the reference steps from there, then the boxed answer). The cut is on y-'s own token
+    boundary: the LARGEST k with len(decode(ids[:k])) <= len(prefix) (`tokens_within`), so no kept
+    token runs past the wrong step; prefix characters a straddling token would have carried are
+    re-encoded in front of the continuation. Hence y_ref's text is exactly prefix + continuation:
+    y_ref = ids[:k] + encode(leftover prefix chars + continuation) + [eos], prefix_tokens =
+    reflection_start = k, generated_tokens = 0, analysis = the diagnosis sentence. Failures:
+    "not_arithmetic" (the question is not an arithmetic-task question), "no_wrong_step".
+    """
+
+    strategy: ClassVar[str] = "aligned"
+    tokenizer: Any
+    max_reflection_chars: int | None = None
+
+    def construct_one(self, request: ConstructionRequest) -> Result:
+        from tapo.data.arithmetic import aligned_correction, diagnose_steps, parse_question, reflection_sentence
+
+        fail = dict(pair=request.pair, strategy=self.strategy)
+        problem = parse_question(request.question)
+        if problem is None:
+            return ConstructionFailure(reason="not_arithmetic", **fail)
+        eos = _eos_of(self.tokenizer)
+        negative_ids, _ = strip_eos(request.negative_ids, eos)
+        negative = self.tokenizer.decode(negative_ids, skip_special_tokens=True)
+        corrected = aligned_correction(problem, negative)
+        if corrected is None:
+            return ConstructionFailure(reason="no_wrong_step", **fail)
+        prefix, _, continuation = corrected
+        if _too_long(continuation, self.max_reflection_chars):
+            return ConstructionFailure(reason="too_long", raw_output=continuation, **fail)
+        k = tokens_within(self.tokenizer, negative_ids, len(prefix))
+        kept = self.tokenizer.decode(negative_ids[:k], skip_special_tokens=True)
+        while k > 0 and not prefix.startswith(kept):  # a tokenizer whose prefix decodes differ in form
+            k -= 1
+            kept = self.tokenizer.decode(negative_ids[:k], skip_special_tokens=True)
+        leftover = prefix[len(kept) :]
+        ids = negative_ids[:k] + list(self.tokenizer.encode(leftover + continuation, add_special_tokens=False)) + [eos]
+        diagnosis = diagnose_steps(problem, negative)
+        return ConstructedTrajectory(
+            pair=request.pair,
+            strategy=self.strategy,
+            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            token_ids=tuple(ids),
+            analysis=reflection_sentence(problem, diagnosis),
+            prefix_tokens=k,
+            reflection_start=k,
+            generated_tokens=0,
+            extra={"kind": diagnosis.kind, "wrong_step": diagnosis.index, "leftover_chars": len(leftover)},
+        )
+
+    def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
+        return [self.construct_one(r) for r in requests]
+
+
+def make_constructor(
+    strategy: str,
+    *,
+    tokenizer: Any,
+    generate: GenerateFn | None = None,
+    self_template: str | None = None,
+    splice_fallback: str = "self",
+    max_reflection_chars: int | None = None,
+) -> Constructor:
+    """The constructor of a strategy name ("self", "splice", "aligned").
+
+    `generate` is required by the model strategies ("self", "splice"); `self_template` replaces
+    the `self` synthesis template (also used by splice's self fallback); `splice_fallback` is
+    "self" or "drop"; `max_reflection_chars` rejects ("too_long") constructions that add more
+    characters than that after the kept prefix of y-.
+
+    >>> make_constructor("aligned", tokenizer=None).strategy
+    'aligned'
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown construction strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if max_reflection_chars is not None and max_reflection_chars <= 0:
+        raise ValueError(f"max_reflection_chars must be positive or None, got {max_reflection_chars!r}")
+    if strategy == "aligned":
+        return AlignedConstructor(tokenizer=tokenizer, max_reflection_chars=max_reflection_chars)
+    if generate is None:
+        raise ValueError(f"construction strategy {strategy!r} needs a generate function (the policy's generation path)")
+    template = self_template if self_template is not None else SELF_TEMPLATE
+    if strategy == "self":
+        return SelfConstructor(
+            tokenizer=tokenizer, generate=generate, template=template, max_reflection_chars=max_reflection_chars
+        )
+    return SpliceConstructor(
+        tokenizer=tokenizer,
+        generate=generate,
+        fallback=splice_fallback,
+        self_template=template,
+        max_reflection_chars=max_reflection_chars,
+    )
