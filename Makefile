@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml requirements.txt
 
 venv: $(STAMP)
 
+# An interrupted demo resumes from its last checkpoint; a finished or checkpoint-less one starts afresh.
 demo: $(STAMP)
-	$(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo $(if $(wildcard runs/demo/checkpoint-*),--resume,)
+	@if ls -d runs/demo/checkpoint-* >/dev/null 2>&1 && [ ! -d runs/demo/model ]; then \
+	  $(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo --resume; \
+	else \
+	  rm -rf runs/demo && $(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo; \
+	fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests --doctest-modules tapo/core -q

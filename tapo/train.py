@@ -69,6 +69,10 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
     trainer = trainer_cls(
         model=model, reward_funcs=[math_reward], args=args, train_dataset=dataset, processing_class=tokenizer
     )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts; our bar replaces them
+        trainer.remove_callback(noisy)
     trainer.add_callback(MetricsFileCallback(run_dir))
     trainer.add_callback(ProgressBarCallback())
     return trainer

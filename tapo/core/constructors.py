@@ -12,7 +12,9 @@ One interface, several strategies (DESIGN.md section 3):
 
 Every constructor takes a batch of `ConstructionRequest`s and returns one result per request, in
 order: a `ConstructedTrajectory` or a `ConstructionFailure` (never silently dropped). Model
-strategies call `generate` at most once per phase for the whole batch.
+strategies call `generate` exactly once per phase for the whole batch -- `self` once, `splice`
+twice, `aligned` never -- also with an empty prompt list, so that every process of a distributed
+run makes the same generation calls whatever its data.
 
 Tokenizers are duck-typed; only these are used: `apply_chat_template(messages, tokenize=False,
 add_generation_prompt=True)`, `encode(text, add_special_tokens=False)`, `decode(ids,
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 from tapo.core.synthesis import (
@@ -185,9 +187,11 @@ def _eos_of(tokenizer: Any) -> int:
 
 
 def _call(generate: GenerateFn, prompts: list[list[int]], *, phase: str) -> list[list[int]]:
-    """One batched generate call, checked: one completion per prompt."""
-    if not prompts:
-        return []
+    """One batched generate call, checked: one completion per prompt.
+
+    Made even when `prompts` is empty: with distributed generation (vLLM) every process must make
+    the same calls, so the number of calls depends only on the strategy, never on the data.
+    """
     completions = generate(prompts)
     if len(completions) != len(prompts):
         raise ValueError(f"generate returned {len(completions)} completions for {len(prompts)} {phase} prompts")
@@ -335,7 +339,9 @@ class SpliceConstructor:
 
     def continue_prompt(self, request: ConstructionRequest, located: _Located) -> list[int]:
         """chat(CONTINUE prompt) + y-'s kept ids + the opener ids: the model writes what follows."""
-        text = build_continue_prompt(question=request.question, positive=request.positive_text, analysis=located.analysis)
+        text = build_continue_prompt(
+            question=request.question, positive=request.positive_text, analysis=located.analysis
+        )
         return chat_prompt_ids(self.tokenizer, text) + located.kept_ids + located.opener_ids
 
     def finish(self, request: ConstructionRequest, located: _Located, completion: Sequence[int]) -> Result:
