@@ -11,7 +11,9 @@ Three steps, cheapest first:
    the main thread, and sympy can hang for minutes on inputs like ``9^{9^{9^{9}}}``. So it
    runs in a small pool of worker *processes* with its timeouts off, and the parent enforces
    a hard wall-clock limit per item: a late item scores 0, is counted, and its workers are
-   killed and replaced. This also works when the caller is not the main thread.
+   killed and replaced. This also works when the caller is not the main thread. As with any
+   spawned process, each worker imports the program's main module, so a script that scores
+   answers must keep its work under ``if __name__ == "__main__":``.
 
 A gold answer that cannot be parsed is a data error and raises ``ValueError`` naming the row.
 """
@@ -187,7 +189,7 @@ def _normalize(answer: str) -> str:
     s = _LATEX_SPACE.sub("", s)
     s = "".join(s.split()).removesuffix(".")  # whitespace carries no meaning in a final answer
     s = _DEGREES.sub("", s)
-    s = s.replace("{,}", ",").replace("\\\\", "")
+    s = s.replace("{,}", ",")
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     return s
@@ -318,9 +320,15 @@ def _live_pool() -> ProcessPoolExecutor:
     # Warm up before any deadline runs, so an item's limit never pays for process start-up.
     pings = [pool.submit(_await_siblings) for _ in range(WORKERS)]
     done, late = wait(pings, timeout=_START_TIMEOUT_S)
-    if late or any(ping.exception() is not None for ping in done):
+    errors = [ping.exception() for ping in done if ping.exception() is not None]
+    if late or errors:
         _terminate(pool)
-        raise RuntimeError(f"math-verify workers did not start within {_START_TIMEOUT_S:.0f} s")
+        reason = repr(errors[0]) if errors else f"not ready within {_START_TIMEOUT_S:.0f} s"
+        raise RuntimeError(
+            f"math-verify worker processes failed to start ({reason}). They are spawned, so the "
+            "program's main module must be safe to import: guard its work with "
+            "`if __name__ == '__main__':`."
+        )
     _pool, _pool_pid = pool, os.getpid()
     if not _atexit_registered:
         atexit.register(_shutdown_pool)

@@ -173,6 +173,8 @@ def prefix_fidelity(trajectory: ConstructedTrajectory) -> float:
     >>> prefix_fidelity(t)
     0.75
     """
+    if trajectory.strategy in ("splice", "aligned"):
+        return 1.0  # the kept prefix is y-'s own ids by construction, even when it is empty
     return min(1.0, max(0.0, trajectory.prefix_tokens / max(trajectory.reflection_start, 1)))
 
 
