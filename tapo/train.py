@@ -24,6 +24,7 @@ TRAINER_DEFAULTS = {
     "report_to": [],
     "disable_tqdm": True,  # our own bar replaces the Trainer's
     "bf16": False,
+    "epsilon_high": 0.28,  # DESIGN: clip 0.2 low, 0.28 high (DAPO), for both algorithms
 }
 
 

@@ -1,0 +1,177 @@
+"""The TAPO adapter on builtin:tiny: the batch contract with TRL, the augmented batch, and its loss.
+
+A deterministic pseudo-reward (a checksum of the completion, ~40% "right") makes groups mixed on the
+random tiny model, so selection fires without a trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+import torch
+from trl import GRPOTrainer
+
+from tapo.data import load_records, to_prompt_dataset
+from tapo.models import load_policy
+from tapo.trainer import TAPOConfig, TAPOTrainer
+
+# What TRL 1.16's _generate_and_score_completions returns on this setup (no vLLM, no KL, no images).
+TRL_BATCH_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"}
+
+
+def checksum_reward(completions, **kwargs):
+    return [float(zlib.crc32(json.dumps(c).encode()) % 5 < 2) for c in completions]
+
+
+def make_trainer(tmp_path, **overrides) -> TAPOTrainer:
+    model, tokenizer = load_policy("builtin:tiny")
+    records = load_records("builtin:arithmetic", n=16, n_steps=1, max_operand=9)
+    settings = dict(
+        output_dir=str(tmp_path), max_steps=1, num_generations=8, per_device_train_batch_size=16,
+        max_completion_length=12, learning_rate=1e-4, report_to=[], logging_steps=1, save_strategy="no",
+        bf16=False, disable_tqdm=True, construction="aligned", n_pos=1, n_neg=1, seed=3, epsilon_high=0.28,
+    )
+    settings.update(overrides)
+    return TAPOTrainer(
+        model=model, reward_funcs=[checksum_reward], args=TAPOConfig(**settings),
+        train_dataset=to_prompt_dataset(records), processing_class=tokenizer,
+    )
+
+
+def first_inputs(trainer) -> list[dict]:
+    return next(iter(trainer.get_train_dataloader()))
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    trainer = make_trainer(tmp_path_factory.mktemp("tapo"))
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); the loss reads it
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def batches(trainer):
+    """(plain GRPO batch, augmented batch) from the same inputs and the same sampling seed."""
+    inputs = first_inputs(trainer)
+    trainer.model.train()
+    torch.manual_seed(0)
+    plain = GRPOTrainer._generate_and_score_completions(trainer, [dict(x) for x in inputs])
+    torch.manual_seed(0)
+    augmented = trainer._generate_and_score_completions([dict(x) for x in inputs])
+    return plain, augmented
+
+
+def test_trl_batch_contract(batches):
+    """Fails loudly when a TRL upgrade changes the keys or shapes TAPOTrainer relies on."""
+    plain, _ = batches
+    assert set(plain) == TRL_BATCH_KEYS
+    rows = plain["prompt_ids"].size(0)
+    assert rows == 16
+    assert plain["prompt_mask"].shape == plain["prompt_ids"].shape
+    assert plain["completion_mask"].shape == plain["completion_ids"].shape
+    assert plain["advantages"].shape == (rows,)
+    assert plain["num_items_in_batch"].dim() == 0
+    assert int(plain["num_items_in_batch"]) == int(plain["completion_mask"].sum())
+    assert (plain["prompt_mask"][:, -1] == 1).all(), "prompts are no longer left-padded"
+    assert (plain["completion_mask"][:, 0] == 1).all(), "completions are no longer right-padded"
+
+
+def test_original_rows_untouched(batches):
+    plain, augmented = batches
+    rows, width = plain["completion_ids"].shape
+    assert augmented["completion_ids"].size(0) > rows, "no constructed rows were appended"
+    assert torch.equal(augmented["completion_ids"][:rows, :width], plain["completion_ids"])
+    original_adv = augmented["advantages"][:rows]  # [B, T'] per token
+    assert original_adv.dim() == 2
+    expected = plain["advantages"].unsqueeze(1).expand(-1, width) * plain["completion_mask"]
+    assert torch.equal(original_adv[:, :width] * plain["completion_mask"], expected)
+    assert int(augmented["num_items_in_batch"]) == int(augmented["completion_mask"].sum())
+
+
+def test_constructed_rows_answer_the_original_prompt(batches, trainer):
+    plain, augmented = batches
+    rows = plain["prompt_ids"].size(0)
+    new_prompts = augmented["prompt_ids"][rows:]
+    originals = {tuple(p[m.bool()].tolist()) for p, m in zip(augmented["prompt_ids"][:rows], augmented["prompt_mask"][:rows])}
+    for prompt, mask in zip(new_prompts, augmented["prompt_mask"][rows:]):
+        assert tuple(prompt[mask.bool()].tolist()) in originals
+
+
+def reference_loss(trainer, batch) -> torch.Tensor:
+    """DESIGN section 6 straight from the formulas: token mean over the batch of
+    -min(r * A_t, clip(r, 1-eps_low, 1+eps_high) * A_t), with A_t = A_i on rollouts and
+    lambda * w_t * A_ref on constructed tokens (w_t already inside the batch's advantages)."""
+    model = trainer.model
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    width = batch["completion_ids"].size(1)
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, -width - 1 : -1] / trainer.temperature
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    ratio = torch.exp(logps - batch["old_per_token_logps"])
+    adv = batch["advantages"]
+    clipped = torch.clamp(ratio, 1 - trainer.epsilon_low, 1 + trainer.epsilon_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    mask = batch["completion_mask"]
+    return (per_token * mask).sum() / mask.sum()
+
+
+def test_loss_matches_formula(batches, trainer):
+    _, augmented = batches
+    batch = dict(augmented)
+    generator = torch.Generator().manual_seed(1)
+    # Old log-probs off the current ones so that ratios differ from 1 and clipping matters.
+    noise = 0.3 * torch.randn(batch["completion_ids"].shape, generator=generator)
+    logps = trainer._score_tokens(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])[0]
+    batch["old_per_token_logps"] = logps + noise
+    trainer.model.train()
+    trainer.model.config.use_cache = False
+    torch.manual_seed(0)
+    engine = trainer._compute_loss(trainer.model, batch)
+    expected = reference_loss(trainer, batch)
+    assert torch.allclose(engine, expected, atol=1e-5), (engine.item(), expected.item())
+
+
+def test_padding_slots_add_no_loss_or_gradient(batches, trainer):
+    _, augmented = batches
+    batch = {k: v for k, v in augmented.items()}
+    rows = batch["prompt_ids"].size(0)
+    padded = dict(batch)
+    # Two unused slots: a copy of a prompt, an all-zero completion mask and zero advantages.
+    for key in ("prompt_ids", "prompt_mask", "completion_ids"):
+        padded[key] = torch.cat([batch[key], batch[key][:2]])
+    padded["completion_mask"] = torch.cat([batch["completion_mask"], torch.zeros_like(batch["completion_mask"][:2])])
+    padded["advantages"] = torch.cat([batch["advantages"], torch.zeros_like(batch["advantages"][:2])])
+    losses, grads = [], []
+    for candidate in (batch, padded):
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, candidate)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    assert padded["prompt_ids"].size(0) == rows + 2
+    assert torch.allclose(losses[0], losses[1], atol=1e-7)
+    assert torch.allclose(grads[0], grads[1], atol=1e-7)
+    trainer.model.zero_grad()
+
+
+def test_constructed_advantages_carry_ots_and_lambda(tmp_path):
+    """lambda scales the constructed rows' advantages and nothing else; OTS off gives constant rows."""
+    results = {}
+    for weight, ots in ((1.0, True), (0.5, True), (1.0, False)):
+        trainer = make_trainer(tmp_path / f"w{weight}{ots}", ref_loss_weight=weight, ots=ots, ref_baseline="original")
+        inputs = first_inputs(trainer)
+        trainer.model.train()
+        torch.manual_seed(0)
+        results[(weight, ots)] = trainer._generate_and_score_completions(inputs)
+    full, half, no_ots = results[(1.0, True)], results[(0.5, True)], results[(1.0, False)]
+    rows = 16
+    assert full["advantages"].size(0) > rows
+    assert torch.allclose(half["advantages"][rows:], 0.5 * full["advantages"][rows:], atol=1e-6)
+    assert torch.equal(half["advantages"][:rows], full["advantages"][:rows])
+    # Without OTS each constructed row has one advantage value on all its real tokens.
+    for adv, mask in zip(no_ots["advantages"][rows:], no_ots["completion_mask"][rows:]):
+        values = adv[mask.bool()]
+        if values.numel():
+            assert torch.allclose(values, values[0].expand_as(values))
