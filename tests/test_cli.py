@@ -1,0 +1,101 @@
+"""`tapo train` end to end on the tiny recipes: run directory, resume, TAPO constructions, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tapo(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "tapo"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_tiny_grpo_leaves_a_run_directory(tmp_path):
+    run = tmp_path / "grpo"
+    result = tapo("train", "--config", "recipes/tiny-grpo.yaml", "--output-dir", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metric_rows(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all("reward" in r and "accuracy" in r for r in rows)
+    assert (run / "config.yaml").is_file() and (run / "checkpoint-4" / "model.safetensors").is_file()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    assert model.config.num_hidden_layers == 2
+
+
+def test_train_tiny_tapo_logs_constructions(tmp_path):
+    run = tmp_path / "tapo"
+    result = tapo("train", "--config", "recipes/tiny-tapo.yaml", "--output-dir", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metric_rows(run)
+    for key in ("tapo/eligible_frac", "tapo/pairs", "tapo/parsed_frac", "tapo/ots_w_mean", "tapo/prefix_fidelity"):
+        assert key in rows[-1], key
+    records = [json.loads(line) for line in (run / "constructions.jsonl").read_text().splitlines()]
+    assert records, "no constructed trajectory was logged"
+    first = records[0]
+    assert first["strategy"] == "aligned" and first["negative_index"] != first["positive_index"]
+    assert first["text"].rstrip().endswith(f"\\boxed{{{first['answer']}}}.")
+    assert 0.0 < first["ots_w_mean"] <= 10.0
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    result = tapo("train", "--config", "recipes/tiny-grpo.yaml", "--set", "trainer.learning_rat=1e-3", "--dry-run")
+    assert result.returncode == 2
+    assert "learning_rat" in result.stderr and "trainer" in result.stderr and "tiny-grpo.yaml" in result.stderr
+
+
+def test_dry_run_validates_without_training(tmp_path):
+    result = tapo("train", "--config", "recipes/tiny-tapo.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "config OK: algorithm=tapo" in result.stdout
+
+
+class _InterruptAfter(TrainerCallback):
+    """Stops the run after `step` as an interruption would (the last checkpoint is older)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # after the step's row was written
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_logs_every_step_exactly_once(tmp_path, monkeypatch):
+    import tapo.train as train
+    from tapo.config import load_config
+
+    config = load_config(ROOT / "recipes/tiny-grpo.yaml", ["trainer.max_steps=5", "trainer.save_steps=2"])
+    run = tmp_path / "resume"
+    real_build = train.build_trainer
+
+    def build_interrupted(config, *, run_dir):
+        trainer = real_build(config, run_dir=run_dir)
+        trainer.add_callback(_InterruptAfter(3))
+        return trainer
+
+    monkeypatch.setattr(train, "build_trainer", build_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_training(config, output_dir=str(run))
+    assert [r["step"] for r in metric_rows(run)] == [1, 2, 3]  # step 3 was logged; its checkpoint was not saved
+    monkeypatch.setattr(train, "build_trainer", real_build)
+    train.run_training(config, output_dir=str(run), resume=True)
+    assert [r["step"] for r in metric_rows(run)] == [1, 2, 3, 4, 5]
+    assert (run / "checkpoint-4").is_dir() and (run / "model").is_dir()
