@@ -99,3 +99,16 @@ def test_resume_logs_every_step_exactly_once(tmp_path, monkeypatch):
     train.run_training(config, output_dir=str(run), resume=True)
     assert [r["step"] for r in metric_rows(run)] == [1, 2, 3, 4, 5]
     assert (run / "checkpoint-4").is_dir() and (run / "model").is_dir()
+
+
+def test_step_time_benchmark_smoke(tmp_path):
+    out = tmp_path / "step_time.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/step_time.py", "--smoke", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    numbers = json.loads(out.read_text())
+    assert numbers["grpo"]["mean_step_s"] > 0 and numbers["tapo"]["mean_step_s"] > 0
+    assert numbers["grpo"]["constructions_per_step"] == 0.0
+    assert abs(numbers["ratio_tapo_over_grpo"] - numbers["tapo"]["mean_step_s"] / numbers["grpo"]["mean_step_s"]) < 1e-9

@@ -55,7 +55,7 @@ def test_tiny_grpo_recipe_loads_with_its_values():
 def test_demo_recipe_loads_its_tapo_section():
     config = load_config(RECIPES / "demo.yaml")
     assert config.algorithm == "tapo"
-    assert config.tapo == {"construction": "aligned", "n_pos": 2, "n_neg": 4, "m_max": 4}
+    assert config.tapo == {"construction": "aligned", "n_pos": 2, "n_neg": 4, "m_max": 4, "ref_baseline": "original"}
 
 
 def test_model_may_be_given_as_a_bare_name(tmp_path):
