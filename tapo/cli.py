@@ -1,26 +1,17 @@
-"""The `tapo` command: parses arguments and calls the library; no training logic lives here."""
+"""The `tapo` command: parses arguments and calls the library; no training logic lives here.
+
+Each subcommand lives in its own module under `tapo.commands` and registers its parser here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-
-def _train(args: argparse.Namespace) -> int:
-    from tapo.config import load_config
-
-    config = load_config(args.config, args.set)
-    if args.dry_run:
-        from tapo.train import build_dataset
-
-        dataset = build_dataset(config)
-        print(f"config OK: algorithm={config.algorithm} model={config.model.name} rows={len(dataset)}")
-        return 0
-    from tapo.train import run_training
-
-    run_dir = run_training(config, output_dir=args.output_dir, resume=args.resume)
-    print(f"run directory: {run_dir}")
-    return 0
+# Order is the order `tapo --help` lists them in. A module is skipped until it exists, so the
+# list can name commands being written in parallel.
+COMMAND_MODULES = ("train", "coldstart", "filter", "eval", "analyze", "compare", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,17 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tapo", description="Train reasoning LLMs with TAPO (Trajectory-Augmented Policy Optimization) on TRL."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser("train", help="train with GRPO or TAPO from a YAML config")
-    train.add_argument("--config", required=True, help="YAML run config (see recipes/)")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set trainer.max_steps=10 --set tapo.m_max=2 (repeatable)",
-    )
-    train.add_argument("--output-dir", help="run directory (default: output_dir of the config)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
-    train.add_argument("--dry-run", action="store_true", help="validate the config and load the data, then stop")
-    train.set_defaults(func=_train)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tapo.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"tapo.commands.{name}":
+                raise
+            continue
+        module.register(commands)
     return parser
 
 
