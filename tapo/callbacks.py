@@ -36,7 +36,8 @@ class MetricsFileCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         if "train_runtime" in logs:
-            (self.path.parent / "train_summary.json").write_text(json.dumps(logs, indent=2))
+            summary = {**logs, "world_size": args.world_size, "global_step": state.global_step}
+            (self.path.parent / "train_summary.json").write_text(json.dumps(summary, indent=2))
             return
         row = {"step": state.global_step, **logs}
         if REWARD_KEY in logs:

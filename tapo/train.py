@@ -47,6 +47,12 @@ def build_dataset(config: RunConfig):
     return to_prompt_dataset(records, instruction=data.instruction, system_prompt=data.system_prompt)
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
 def _steps(value):
     return tuple(value) if isinstance(value, list) else value
 
@@ -63,6 +69,10 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
     dataset = build_dataset(config)
     settings = {**TRAINER_DEFAULTS, **config.trainer, "output_dir": str(run_dir), "seed": config.seed}
     settings["logging_steps"] = 1  # metrics.jsonl promises one row per step
+    if "use_cpu" not in config.trainer and not _has_accelerator():
+        # Under a torchrun-style launch (`accelerate launch --multi_gpu`), accelerate builds the gloo
+        # process group (MULTI_CPU) only when told the run is on CPU.
+        settings["use_cpu"] = True
     if config.algorithm == "tapo":
         args, trainer_cls = TAPOConfig(**settings, **config.tapo), TAPOTrainer
     else:

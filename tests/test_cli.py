@@ -110,3 +110,36 @@ def test_step_time_benchmark_smoke(tmp_path):
     assert numbers["grpo"]["mean_step_s"] > 0 and numbers["tapo"]["mean_step_s"] > 0
     assert numbers["grpo"]["constructions_per_step"] == 0.0
     assert abs(numbers["ratio_tapo_over_grpo"] - numbers["tapo"]["mean_step_s"] / numbers["grpo"]["mean_step_s"]) < 1e-9
+
+
+def test_two_processes_with_groups_spanning_both(tmp_path):
+    """Two CPU processes (gloo): 20 rollouts per process with K = 8, so a group straddles the two.
+
+    accelerate 1.15's `launch --cpu --num_processes 2` starts one process unless MPI is set up; its
+    torchrun launcher (`--multi_gpu`) with our CPU default (`use_cpu`) gives the MULTI_CPU gloo group.
+    """
+    run = tmp_path / "two"
+    per_device, k = 20, 8
+    assert per_device % k != 0  # so at least one group's rollouts are split over both processes
+    command = [
+        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+        "-m", "tapo.cli", "train", "--config", "recipes/tiny-tapo.yaml", "--output-dir", str(run),
+        "--set", f"trainer.per_device_train_batch_size={per_device}", "--set", f"trainer.num_generations={k}",
+        "--set", "trainer.max_steps=2",
+    ]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 2
+    rows = metric_rows(run)
+    assert [r["step"] for r in rows] == [1, 2]  # one writer: the main process
+    queries_per_step = 2 * per_device // k
+    for row in rows:  # selection ran on the gathered view of all 5 queries, not on one process's share
+        assert round(row["tapo/eligible_frac"] * queries_per_step, 6) == int(round(row["tapo/eligible_frac"] * queries_per_step))
+    records = [json.loads(line) for line in (run / "constructions.jsonl").read_text().splitlines()]
+    assert records, "no constructed trajectory was logged"
+    built = sum(round(r["tapo/pairs"] * r.get("tapo/parsed_frac", 0.0)) for r in rows)
+    assert len(records) == built  # logged once, not once per process
+    assert all(r["reward"] == 1.0 for r in records)

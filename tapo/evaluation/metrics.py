@@ -1,0 +1,159 @@
+"""Evaluation metrics: Pass@k (unbiased), maj@k, avg@n, and their mean and std over runs.
+
+The evaluation protocol of the paper: n samples per problem (default 5) in each of R runs
+(default 16). Within one run every metric is a mean over problems; the reported number is the
+mean over runs, with the (population) standard deviation over runs beside it.
+
+- Pass@k: the unbiased estimator of Chen et al. (2021), 1 - C(n-c, k) / C(n, k), for a problem
+  with c correct of n samples.
+- maj@k: the share of problems where the majority answer of k samples is right; averaged over
+  every k-subset of the n samples (exact up to `MAX_SUBSETS` subsets, a fixed sample beyond).
+- avg@n: the mean accuracy of all n samples, which equals Pass@1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections.abc import Mapping, Sequence
+
+MAX_SUBSETS = 2000  # maj@k averages over all k-subsets up to this many, else over this many seeded ones
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased Pass@k of one problem with `c` correct among `n` samples: 1 - C(n-c, k) / C(n, k).
+
+    Computed as the stable product 1 - prod_{i=n-c+1..n} (1 - k / i), with no large binomials.
+
+    >>> pass_at_k(5, 1, 1), pass_at_k(5, 0, 3), pass_at_k(5, 3, 3)
+    (0.2, 0.0, 1.0)
+    >>> round(pass_at_k(10, 2, 3), 6)  # 1 - C(8, 3) / C(10, 3) = 1 - 56/120
+    0.533333
+    """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"pass_at_k: {name} must be an integer, got {value!r}")
+        if value < 0:
+            raise ValueError(f"pass_at_k: {name} must be non-negative, got {name}={value}")
+    if k == 0:
+        raise ValueError("pass_at_k: k must be at least 1, got k=0")
+    if n == 0:
+        raise ValueError("pass_at_k: n must be at least 1 (no samples), got n=0")
+    if c > n:
+        raise ValueError(f"pass_at_k: more correct samples than samples (c={c} > n={n})")
+    if k > n:
+        raise ValueError(f"pass_at_k: k={k} is larger than the number of samples n={n}")
+    if n - c < k:
+        return 1.0
+    product = 1.0
+    for i in range(n - c + 1, n + 1):
+        product *= 1.0 - k / i
+    return 1.0 - product
+
+
+def avg_at_n(correct: Sequence[bool]) -> float:
+    """Mean accuracy of one problem's samples (the same number as Pass@1).
+
+    >>> avg_at_n([True, False, False, True])
+    0.5
+    """
+    if not correct:
+        raise ValueError("avg_at_n: no samples")
+    return sum(bool(x) for x in correct) / len(correct)
+
+
+def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """Whether the most frequent final answer among these samples is right.
+
+    All correct samples form one vote (they all equal the gold); wrong answers vote by their
+    text with spaces removed; a sample with no extracted answer (None) does not vote. Ties go
+    to the answer seen first. No votes at all: wrong.
+
+    >>> majority_correct(["4", "5", "5", "4.0"], [True, False, False, True])  # "4" and "4.0" agree
+    True
+    >>> majority_correct(["7", "5", "5", None], [True, False, False, False])
+    False
+    """
+    if len(answers) != len(correct):
+        raise ValueError(f"majority_correct: {len(answers)} answers but {len(correct)} verdicts")
+    votes: dict[object, int] = {}
+    for answer, ok in zip(answers, correct):
+        if ok:
+            key: object = True  # every correct answer equals the gold, so they agree with one another
+        elif answer is None:
+            continue
+        else:
+            key = "".join(answer.split())
+        votes[key] = votes.get(key, 0) + 1
+    if not votes:
+        return False
+    winner = max(votes, key=lambda key: votes[key])  # max keeps the first of equal counts
+    return winner is True
+
+
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int, *, max_subsets: int = MAX_SUBSETS) -> float:
+    """maj@k of one problem: the mean of `majority_correct` over k-subsets of its n samples.
+
+    Exact (every k-subset) when there are at most `max_subsets`; otherwise `max_subsets` subsets
+    drawn with a fixed seed, so the result is still reproducible.
+
+    >>> maj_at_k(["1", "2", "2"], [True, False, False], 1)  # one sample: its own correctness
+    0.3333333333333333
+    >>> maj_at_k(["1", "2", "2"], [True, False, False], 3)
+    0.0
+    """
+    n = len(answers)
+    if not 1 <= k <= n:
+        raise ValueError(f"maj_at_k: k={k} must lie in 1..n={n}")
+    if math.comb(n, k) <= max_subsets:
+        subsets: Sequence[Sequence[int]] = list(itertools.combinations(range(n), k))
+    else:
+        rng = random.Random(f"maj@{k}/{n}")
+        subsets = [sorted(rng.sample(range(n), k)) for _ in range(max_subsets)]
+    hits = sum(majority_correct([answers[i] for i in s], [correct[i] for i in s]) for s in subsets)
+    return hits / len(subsets)
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """{"mean", "std"} of per-run values; std is the population std (0.0 for a single run).
+
+    >>> mean_std([0.5, 0.25])
+    {'mean': 0.375, 'std': 0.125}
+    """
+    if not values:
+        raise ValueError("mean_std: no values")
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def run_metrics(
+    problems: Mapping[str, tuple[Sequence[str | None], Sequence[bool]]], *, ks: Sequence[int]
+) -> dict[str, dict[str, float] | float]:
+    """Metrics of one run: {"pass@k": {k: mean}, "maj@k": {k: mean}, "avg@n": mean} over problems.
+
+    `problems` maps a problem id to (extracted answers, verdicts) of its n samples in this run.
+
+    >>> m = run_metrics({"a": (["1", "2"], [True, False]), "b": (["3", "3"], [False, False])}, ks=[1, 2])
+    >>> m["pass@k"], m["avg@n"]
+    ({1: 0.25, 2: 0.5}, 0.25)
+    """
+    if not problems:
+        raise ValueError("run_metrics: no problems")
+    pass_k = {k: 0.0 for k in ks}
+    maj_k = {k: 0.0 for k in ks}
+    avg = 0.0
+    for problem_id, (answers, correct) in problems.items():
+        n, c = len(correct), sum(bool(x) for x in correct)
+        if n == 0:
+            raise ValueError(f"run_metrics: problem {problem_id!r} has no samples")
+        for k in ks:
+            pass_k[k] += pass_at_k(n, c, k)
+            maj_k[k] += maj_at_k(answers, correct, k)
+        avg += c / n
+    count = len(problems)
+    return {
+        "pass@k": {k: v / count for k, v in pass_k.items()},
+        "maj@k": {k: v / count for k, v in maj_k.items()},
+        "avg@n": avg / count,
+    }

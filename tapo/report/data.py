@@ -1,0 +1,113 @@
+"""Read what a run directory holds (config.yaml, metrics.jsonl, constructions.jsonl) for the report."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+METRICS_FILE = "metrics.jsonl"
+CONSTRUCTIONS_FILE = "constructions.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What the report shows of one run directory."""
+
+    path: Path
+    config: dict  # config.yaml as written by `tapo train` ({} when the file is absent)
+    metrics: list[dict]  # one row per step, each with an int "step"
+    constructions: list[dict]  # the last `max_constructions` records of constructions.jsonl
+    constructions_total: int  # how many records the file holds (more than shown when capped)
+
+
+def iter_jsonl(path: str | Path):
+    """Yield (line number, object) for each non-blank line of a JSONL file; bad lines name file and line.
+
+    >>> import tempfile, os
+    >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False); _ = f.write('{"a": 1}\\n\\n[2]\\n'); f.close()
+    >>> list(iter_jsonl(f.name))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...jsonl, line 3: expected a JSON object, got list
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: invalid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of metrics.jsonl, each checked to carry an integer "step"."""
+    rows = []
+    for number, row in iter_jsonl(path):
+        step = row.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"{path}, line {number}: key 'step' must be an integer, got {step!r}")
+        rows.append(row)
+    return rows
+
+
+def read_constructions(path: str | Path, *, keep_last: int) -> tuple[list[dict], int]:
+    """The last `keep_last` records of constructions.jsonl and the total count; each needs a string "text"."""
+    kept: deque[dict] = deque(maxlen=max(keep_last, 0))
+    total = 0
+    for number, row in iter_jsonl(path):
+        if not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}, line {number}: key 'text' must be a string, got {row.get('text')!r}")
+        for key in ("reflection_start_char", "correction_start_char"):
+            value = row.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"{path}, line {number}: key {key!r} must be an integer, got {value!r}")
+        kept.append(row)
+        total += 1
+    return list(kept), total
+
+
+def read_config(path: str | Path) -> dict:
+    """config.yaml as a dict; {} when absent (the report still renders without it)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: invalid YAML ({error})") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    return config
+
+
+def load_run(run_dir: str | Path, *, max_constructions: int = 500) -> RunData:
+    """Everything the report needs from a run directory; metrics.jsonl is required, the rest optional."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    metrics_path = run_dir / METRICS_FILE
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in the run directory: {metrics_path}")
+    constructions_path = run_dir / CONSTRUCTIONS_FILE
+    constructions, total = (
+        read_constructions(constructions_path, keep_last=max_constructions) if constructions_path.is_file() else ([], 0)
+    )
+    return RunData(
+        path=run_dir,
+        config=read_config(run_dir / CONFIG_FILE),
+        metrics=read_metrics(metrics_path),
+        constructions=constructions,
+        constructions_total=total,
+    )
