@@ -31,6 +31,7 @@ from tapo.core import (
     select_construction_pairs,
 )
 from tapo.core.constructors import make_constructor, prefix_fidelity
+from tapo.core.synthesis import correction_start_char
 
 CONSTRUCTIONS_FILE = "constructions.jsonl"
 
@@ -315,6 +316,8 @@ class TAPOTrainer(GRPOTrainer):
 
     def _record(self, traj: ConstructedTrajectory, reward: float, advantage: float, weights, mask, request) -> dict:
         w_mean = float((weights * mask).sum() / mask.sum().clamp(min=1))
+        prefix_text = self._tokenizer.decode(list(traj.token_ids[: traj.reflection_start]), skip_special_tokens=True)
+        reflection_char = len(prefix_text)
         return {
             "step": self.state.global_step + 1,
             "query_id": traj.pair.query_id,
@@ -329,7 +332,8 @@ class TAPOTrainer(GRPOTrainer):
             "text": traj.text,
             "prefix_tokens": traj.prefix_tokens,
             "reflection_start": traj.reflection_start,
-            "reflection_start_char": len(self._tokenizer.decode(list(traj.token_ids[: traj.reflection_start]), skip_special_tokens=True)),
+            "reflection_start_char": reflection_char,
+            "correction_start_char": correction_start_char(traj.text, reflection_start_char=reflection_char),
             "prefix_fidelity": prefix_fidelity(traj),
             "generated_tokens": traj.generated_tokens,
             "tokens": len(traj.token_ids),

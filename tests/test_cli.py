@@ -51,6 +51,9 @@ def test_train_tiny_tapo_logs_constructions(tiny_tapo_run):
     assert first["strategy"] == "aligned" and first["negative_index"] != first["positive_index"]
     assert first["text"].rstrip().endswith(f"\\boxed{{{first['answer']}}}.")
     assert 0.0 < first["ots_w_mean"] <= 10.0
+    # kept prefix | reflection | correction: the reflection is the templated diagnosis line of `aligned`
+    reflection = first["text"][first["reflection_start_char"] : first["correction_start_char"]]
+    assert reflection.strip() == first["analysis"].strip()
 
 
 def test_bad_config_is_a_clear_error(tmp_path):

@@ -49,6 +49,7 @@ class SamplingSettings:
 
 class Sampler(Protocol):
     backend: str  # "hf" or "vllm"
+    tokenizer: object  # applies the chat template to prompts
 
     def sample(
         self, prompt_ids: Sequence[Sequence[int]], *, n: int, seed: int, settings: SamplingSettings

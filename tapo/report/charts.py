@@ -38,6 +38,21 @@ def format_number(value: float) -> str:
     return f"{value:.3g}"
 
 
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Labels for a row of ticks: as few significant digits as keep neighbouring ticks apart.
+
+    >>> tick_labels([0.1805, 0.181, 0.1815])
+    ['0.1805', '0.181', '0.1815']
+    >>> tick_labels([0.0, 0.5, 1.0])
+    ['0', '0.5', '1']
+    """
+    for digits in range(3, 13):
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
 def nice_ticks(low: float, high: float, *, count: int = 5, integer: bool = False) -> list[float]:
     """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high].
 
@@ -111,10 +126,10 @@ def line_chart(points: list[tuple[int, float]], *, title: str, key: str, width: 
         f"<title>{escape(title)} ({escape(key)})</title>",
         f'<text class="chart-title" x="{left}" y="17">{escape(title)}</text>',
     ]
-    for tick in y_ticks:
+    for tick, label in zip(y_ticks, tick_labels(y_ticks)):
         y = y_of(tick)
         out.append(f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}"/>')
-        out.append(f'<text class="tick" x="{left - 5}" y="{y + 3.5:.1f}" text-anchor="end">{format_number(tick)}</text>')
+        out.append(f'<text class="tick" x="{left - 5}" y="{y + 3.5:.1f}" text-anchor="end">{label}</text>')
     for tick in x_ticks:
         x = x_of(tick)
         out.append(f'<line class="axis" x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}"/>')

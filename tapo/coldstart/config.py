@@ -1,0 +1,308 @@
+"""Cold-start and filter configuration: dataclasses read from YAML, overridable with `--set key=value`.
+
+A cold-start config (see `recipes/coldstart-demo.yaml`, `recipes/paper/coldstart.yaml`):
+
+    seed: 0
+    output_dir: runs/coldstart
+    model: {name: builtin:smollm2-135m-instruct}        # the base model (same section as `tapo train`)
+    data: {source: builtin:arithmetic, n: 64, n_steps: 1}  # the queries (same section as `tapo train`)
+    build: {construction: aligned, samples: 4, ...}        # BuildSection: sampling, pairing, mix
+    teacher: {base_url: ..., model: ...}                   # TeacherSection, for construction: teacher
+    sft: {learning_rate: 5.0e-6, num_train_epochs: 3, ...} # TRL SFTConfig fields, validated against it
+
+A filter config has `model`, `data` and a `filter` section (FilterSection). Unknown keys are errors
+that name the file and section and list what is allowed, as in `tapo.config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tapo.config import (
+    ConfigError,
+    DataSection,
+    ModelSection,
+    _check_keys,
+    _Dumper,
+    _field_names,
+    _load_yaml,
+    apply_overrides,
+)
+
+CONSTRUCTIONS = ("aligned", "self", "splice", "teacher")
+POSITIVE_SOURCES = ("policy", "reference", "either")
+SYNTHETIC_NEGATIVE = ("never", "unparsable", "always")
+BACKENDS = ("auto", "hf", "vllm")  # as tapo.evaluation.sample
+# The paper's cold start (DESIGN section 1): lr 5e-6, 50 warm-up steps, cosine decay, 3 epochs.
+SFT_DEFAULTS = {
+    "learning_rate": 5e-6,
+    "warmup_steps": 50,
+    "lr_scheduler_type": "cosine",
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 8,
+    "max_length": 4096,
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "save_steps": 100,
+    "report_to": [],
+    "bf16": False,
+}
+# Keys the runner sets itself (the output folder, the seed, the loss mask).
+RUNNER_OWNED_SFT_KEYS = ("output_dir", "seed", "completion_only_loss")
+
+
+@dataclass
+class SamplingSection:
+    """How responses are sampled from a model (shared by `build` and `filter`)."""
+
+    samples: int = 8  # responses per query (K)
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 32  # sequences per generate call (HF backend)
+    backend: str = "auto"  # auto (vLLM on a CUDA GPU when installed, else hf) | hf | vllm
+
+
+@dataclass
+class BuildSection(SamplingSection):
+    """`tapo coldstart build`: sample, pair wrong with right, construct, mix into SFT examples."""
+
+    construction: str = "aligned"  # aligned | self | splice | teacher
+    n_pos: int = 1  # a query is eligible with >= n_pos right samples (ignored when positive_source: reference)
+    n_neg: int = 1  # ... and >= n_neg wrong ones (ignored when synthetic_negative: always)
+    # Where y+ comes from. policy: the model's own right samples (the paper). reference: the task's
+    # gold reference solution (builtin:arithmetic only; fine for supervised data, and the only way
+    # when the base model is almost never right). either: the policy's when it has n_pos, else the reference.
+    positive_source: str = "policy"
+    # When y- is a corrupted reference solution (builtin:arithmetic only): never; unparsable (the
+    # model's wrong sample has no checkable step); always (no sampling needed at all).
+    synthetic_negative: str = "never"
+    # trajectory : synthesis examples (the paper: 2 : 1). Every kept construction gives a
+    # trajectory example; synthesis examples are drawn from the same constructions.
+    mix: dict = field(default_factory=lambda: {"trajectory": 2, "synthesis": 1})
+    synthesis_temperature: float = 0.7  # self / splice: the model writes the construction
+    synthesis_top_p: float = 0.95
+    synthesis_max_new_tokens: int = 1536
+    max_reflection_chars: int | None = None
+    self_template: str | None = None  # path of a custom synthesis template ($question, $negative, $positive)
+
+
+@dataclass
+class TeacherSection:
+    """An OpenAI-compatible chat endpoint (`tapo.endpoint.EndpointConfig`) for construction: teacher."""
+
+    base_url: str | None = None  # e.g. http://localhost:8000/v1
+    model: str | None = None  # the served model's name
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never from the file
+    max_concurrency: int = 4
+    max_retries: int = 4
+    timeout_s: float = 120.0
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    cache_dir: str | None = None  # default: <output_dir>/teacher-cache (a rerun pays nothing twice)
+
+
+@dataclass
+class FilterSection(SamplingSection):
+    """`tapo filter`: keep queries whose estimated pass rate lies in [low, high] (inclusive)."""
+
+    low: float = 0.125
+    high: float = 0.875
+
+
+@dataclass
+class ColdStartConfig:
+    seed: int = 0
+    output_dir: str = "runs/coldstart"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    build: BuildSection = field(default_factory=BuildSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    sft: dict = field(default_factory=dict)  # TRL SFTConfig fields over SFT_DEFAULTS
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FilterConfig:
+    seed: int = 0
+    output_dir: str = "runs/filter"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    filter: FilterSection = field(default_factory=FilterSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _section(raw: dict, name: str, cls, *, where: str):
+    given = raw.get(name) or {}
+    if name == "model" and isinstance(given, str):
+        given = {"name": given}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: '{name}' must be a mapping, got {type(given).__name__}")
+    _check_keys(name, given, _field_names(cls), where=where)
+    try:
+        return cls(**given)
+    except TypeError as error:
+        raise ConfigError(f"{where}: section '{name}': {error}") from error
+
+
+def _choice(value: str, allowed: tuple[str, ...], *, key: str, where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_sampling(section: SamplingSection, *, name: str, where: str) -> None:
+    """Raise ConfigError naming the first sampling option that cannot work."""
+    if not isinstance(section.samples, int) or section.samples < 0:
+        raise ConfigError(f"{where}: {name}.samples must be a non-negative integer, got {section.samples!r}")
+    for key in ("max_new_tokens", "batch_size"):
+        value = getattr(section, key)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: {name}.{key} must be a positive integer, got {value!r}")
+    if not isinstance(section.temperature, (int, float)) or section.temperature < 0:
+        raise ConfigError(f"{where}: {name}.temperature must be >= 0, got {section.temperature!r}")
+    if not isinstance(section.top_p, (int, float)) or not 0 < section.top_p <= 1:
+        raise ConfigError(f"{where}: {name}.top_p must be in (0, 1], got {section.top_p!r}")
+    _choice(section.backend, BACKENDS, key=f"{name}.backend", where=where)
+
+
+def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection, *, where: str) -> None:
+    """Raise ConfigError naming the first build option that cannot work with this data."""
+    check_sampling(build, name="build", where=where)
+    _choice(build.construction, CONSTRUCTIONS, key="build.construction", where=where)
+    _choice(build.positive_source, POSITIVE_SOURCES, key="build.positive_source", where=where)
+    _choice(build.synthetic_negative, SYNTHETIC_NEGATIVE, key="build.synthetic_negative", where=where)
+    if data.source != "builtin:arithmetic":
+        needs_task = {
+            "construction": build.construction == "aligned",
+            "positive_source": build.positive_source != "policy",
+            "synthetic_negative": build.synthetic_negative != "never",
+        }
+        for key, needs in needs_task.items():
+            if needs:
+                raise ConfigError(
+                    f"{where}: build.{key}: {getattr(build, key)} needs the built-in arithmetic task (reference "
+                    f"solutions with checkable steps), but data.source is {data.source!r}"
+                )
+    mix = build.mix
+    if not isinstance(mix, dict) or set(mix) - {"trajectory", "synthesis"}:
+        raise ConfigError(f"{where}: build.mix must map trajectory and/or synthesis to weights, got {mix!r}")
+    weights = [mix.get("trajectory", 0), mix.get("synthesis", 0)]
+    if any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) == 0:
+        raise ConfigError(f"{where}: build.mix weights must be non-negative numbers, not all 0, got {mix!r}")
+    if build.samples == 0 and build.synthetic_negative != "always":
+        raise ConfigError(f"{where}: build.samples is 0, so y- must come from build.synthetic_negative: always")
+    if build.samples == 0 and build.positive_source == "policy":
+        raise ConfigError(f"{where}: build.samples is 0, so y+ must come from build.positive_source: reference")
+    for key in ("n_pos", "n_neg"):
+        if not isinstance(getattr(build, key), int) or getattr(build, key) < (1 if key == "n_pos" else 0):
+            raise ConfigError(f"{where}: build.{key} must be an integer >= {1 if key == 'n_pos' else 0}")
+    if build.self_template is not None and not Path(build.self_template).is_file():
+        raise ConfigError(f"{where}: build.self_template: file not found: {build.self_template}")
+    if build.construction == "teacher" and (not teacher.base_url or not teacher.model):
+        raise ConfigError(f"{where}: construction: teacher needs teacher.base_url and teacher.model")
+
+
+def sft_settings(config: ColdStartConfig, *, output_dir: str | Path) -> dict:
+    """The keyword arguments of TRL's SFTConfig: our defaults, then the config's `sft` section."""
+    return {
+        **SFT_DEFAULTS,
+        **config.sft,
+        "output_dir": str(output_dir),
+        "seed": config.seed,
+        "completion_only_loss": True,  # loss on the completion (the assistant turn) only
+    }
+
+
+def check_sft(sft: dict, *, where: str) -> None:
+    """The `sft` section's keys are SFTConfig fields, and none is one the runner sets."""
+    from trl import SFTConfig
+
+    owned = sorted(set(sft) & set(RUNNER_OWNED_SFT_KEYS))
+    if owned:
+        raise ConfigError(f"{where}: {', '.join(owned)} cannot be set under 'sft' (the runner sets it)")
+    _check_keys("sft", sft, _field_names(SFTConfig), where=where)
+
+
+def build_coldstart_config(raw: dict, *, where: str = "config") -> ColdStartConfig:
+    """Validate a raw mapping into a ColdStartConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    _check_keys("top level", raw, _field_names(ColdStartConfig), where=where)
+    sft = raw.get("sft") or {}
+    if not isinstance(sft, dict):
+        raise ConfigError(f"{where}: 'sft' must be a mapping of TRL SFTConfig fields")
+    config = ColdStartConfig(
+        seed=int(raw.get("seed", 0)),
+        output_dir=str(raw.get("output_dir", ColdStartConfig.output_dir)),
+        model=_section(raw, "model", ModelSection, where=where),
+        data=_section(raw, "data", DataSection, where=where),
+        build=_section(raw, "build", BuildSection, where=where),
+        teacher=_section(raw, "teacher", TeacherSection, where=where),
+        sft=dict(sft),
+    )
+    check_build(config.build, config.teacher, config.data, where=where)
+    check_sft(config.sft, where=where)
+    return config
+
+
+def build_filter_config(raw: dict, *, where: str = "config") -> FilterConfig:
+    """Validate a raw mapping into a FilterConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    _check_keys("top level", raw, _field_names(FilterConfig), where=where)
+    config = FilterConfig(
+        seed=int(raw.get("seed", 0)),
+        output_dir=str(raw.get("output_dir", FilterConfig.output_dir)),
+        model=_section(raw, "model", ModelSection, where=where),
+        data=_section(raw, "data", DataSection, where=where),
+        filter=_section(raw, "filter", FilterSection, where=where),
+    )
+    section = config.filter
+    check_sampling(section, name="filter", where=where)
+    if section.samples < 1:
+        raise ConfigError(f"{where}: filter.samples must be >= 1 to estimate a pass rate")
+    if not 0 <= section.low <= section.high <= 1:
+        raise ConfigError(f"{where}: need 0 <= filter.low <= filter.high <= 1, got low={section.low}, high={section.high}")
+    return config
+
+
+def read_raw(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str]:
+    """(raw mapping with `--set` overrides applied, label for errors); no file -> {} and "command line"."""
+    if path is None:
+        return apply_overrides({}, overrides or []), "command line"
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = _load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return apply_overrides(raw, overrides or []), str(path)
+
+
+def load_coldstart_config(path: str | Path | None, overrides: list[str] | None = None) -> ColdStartConfig:
+    """Read a YAML file (or nothing), apply `--set` overrides, validate."""
+    raw, where = read_raw(path, overrides)
+    return build_coldstart_config(raw, where=where)
+
+
+def load_filter_config(path: str | Path | None, overrides: list[str] | None = None) -> FilterConfig:
+    raw, where = read_raw(path, overrides)
+    return build_filter_config(raw, where=where)
+
+
+def save_any_config(config: Any, path: str | Path) -> None:
+    """Write a config dataclass as YAML that the loaders read back to the same values."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False))

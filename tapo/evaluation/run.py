@@ -1,0 +1,341 @@
+"""`tapo eval`: sample every benchmark problem n times in each of R runs, score, and report Pass@k.
+
+Unit of work and seeding (what makes results reproducible and resumable):
+
+- A benchmark's problems are cut into fixed blocks of `batch_size` problems, in file order. A
+  *chunk* is one block in one run: key (benchmark, run, block index). Its samples come from one
+  batched generation call under the seed `derive_seed(seed, benchmark, run, block)`, so a chunk
+  never depends on which other chunks were done before it, or in which process.
+- Chunks are written to `responses.jsonl` only when complete (see `tapo.evaluation.responses`).
+  On a rerun into the same directory, every chunk already there with exactly the planned rows
+  is kept, the rest is generated: an interrupted evaluation resumes and ends with the same
+  numbers as an uninterrupted one. `--limit` only shortens the plan, so a quick look with
+  `--limit 8` is reused by the full run (whole blocks of it).
+- The directory's `eval_config.json` records the model and everything that changes the samples
+  (protocol, backend, batch size, dtype, prompt); resuming with different values is an error.
+
+Final numbers are computed from the rows of the planned chunks only, never from memory, so a
+resumed run and an uninterrupted one are computed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tapo.evaluation.metrics import mean_std, run_metrics
+from tapo.evaluation.responses import append_rows, read_responses, rewrite_rows
+from tapo.evaluation.sample import Sampler, SamplingSettings, derive_seed, make_sampler, prompt_token_ids
+
+RESULT_JSON = "result.json"
+RESULT_MD = "result.md"
+RESPONSES = "responses.jsonl"
+EVAL_CONFIG = "eval_config.json"
+DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 256}  # problems per chunk (each sampled `samples` times)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """The evaluation protocol; defaults are the paper's (5 samples, 16 runs, T=0.6, top-p 0.9)."""
+
+    samples: int = 5
+    runs: int = 16
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_tokens: int = 32768
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.runs < 1:
+            raise ValueError(f"samples and runs must be at least 1, got samples={self.samples} runs={self.runs}")
+        SamplingSettings(self.temperature, self.top_p, self.max_tokens)  # validates the rest
+
+    @property
+    def settings(self) -> SamplingSettings:
+        return SamplingSettings(self.temperature, self.top_p, self.max_tokens)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of work: a block of problems of one benchmark in one run."""
+
+    benchmark: str
+    run: int
+    index: int
+    problem_ids: tuple[str, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # registry name, or the file stem of a local file
+    records: tuple  # MathRecord
+
+
+def plan_chunks(benchmark: Benchmark, *, runs: int, batch_size: int, seed: int) -> list[Chunk]:
+    """The chunks of one benchmark, run by run, blocks of `batch_size` problems in file order.
+
+    >>> from tapo.data import MathRecord
+    >>> bench = Benchmark("b", tuple(MathRecord(str(i), "q", "1") for i in range(5)))
+    >>> [(c.run, c.problem_ids) for c in plan_chunks(bench, runs=2, batch_size=3, seed=0)]
+    [(0, ('0', '1', '2')), (0, ('3', '4')), (1, ('0', '1', '2')), (1, ('3', '4'))]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    ids = [r.id for r in benchmark.records]
+    blocks = [tuple(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
+    return [
+        Chunk(benchmark.name, run, index, block, derive_seed(seed, benchmark.name, run, index))
+        for run in range(runs)
+        for index, block in enumerate(blocks)
+    ]
+
+
+def load_benchmarks(names: Sequence[str], *, limit: int | None = None) -> list[Benchmark]:
+    """Benchmarks by registry name or local file (named by the file stem); ids must be unique."""
+    from tapo.data import BENCHMARKS, load_benchmark
+
+    if not names:
+        raise ValueError("no benchmarks given")
+    benchmarks: list[Benchmark] = []
+    for name in names:
+        key = name if name in BENCHMARKS or name.lower() in BENCHMARKS else Path(name).stem
+        key = key.lower() if key.lower() in BENCHMARKS else key
+        if any(b.name == key for b in benchmarks):
+            raise ValueError(f"benchmark {key!r} is given twice (benchmarks are named by registry name or file stem)")
+        records = tuple(load_benchmark(name, limit=limit))
+        if not records:
+            raise ValueError(f"benchmark {name!r} has no problems")
+        seen: set[str] = set()
+        for row, record in enumerate(records, start=1):
+            if record.id in seen:
+                raise ValueError(f"benchmark {name!r}: problem id {record.id!r} of row {row} is not unique")
+            seen.add(record.id)
+        benchmarks.append(Benchmark(key, records))
+    return benchmarks
+
+
+def evaluate(
+    model: str,
+    benchmarks: Sequence[str],
+    *,
+    output_dir: str | Path,
+    protocol: EvalProtocol = EvalProtocol(),
+    batch_size: int | None = None,
+    limit: int | None = None,
+    backend: str = "auto",
+    dtype: str | None = None,
+    instruction: str | None = None,
+    system_prompt: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    sampler: Sampler | None = None,
+    on_chunk: Callable[[Chunk, list[dict]], None] | None = None,
+) -> dict:
+    """Evaluate `model` on `benchmarks`; write result.json, result.md and responses.jsonl into `output_dir`.
+
+    Resumes automatically when `output_dir` holds an evaluation with the same settings
+    (`overwrite=True` starts afresh). `sampler` replaces loading `model` (e.g. a model already
+    in memory); `on_chunk(chunk, rows)` is called after each chunk is on disk. Returns the result
+    dict (the schema of result.json).
+    """
+    from tapo.evaluation.sample import resolve_backend
+
+    out = Path(output_dir)
+    if overwrite and out.exists():
+        for name in (RESULT_JSON, RESULT_MD, RESPONSES, EVAL_CONFIG):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = sampler.backend if sampler is not None else resolve_backend(backend)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE[chosen]
+    config = {
+        "model": model,
+        "protocol": asdict(protocol),
+        "engine": {"backend": chosen, "batch_size": batch_size, "dtype": dtype},
+        "prompt": {"instruction": instruction, "system_prompt": system_prompt},
+    }
+    _check_or_write_config(out / EVAL_CONFIG, config)
+
+    loaded = load_benchmarks(benchmarks, limit=limit)
+    plan = [c for b in loaded for c in plan_chunks(b, runs=protocol.runs, batch_size=batch_size, seed=protocol.seed)]
+    done = _completed_chunks(out / RESPONSES, plan, samples=protocol.samples)
+    todo = [c for c in plan if (c.benchmark, c.run, c.index) not in done]
+    if todo:
+        from tqdm.auto import tqdm
+
+        if sampler is None:
+            sampler = make_sampler(model, backend=chosen, dtype=dtype, seed=protocol.seed)
+        records = {(b.name, r.id): r for b in loaded for r in b.records}
+        tokenizer = sampler.tokenizer
+        prompts: dict[tuple[str, str], list[int]] = {}
+        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"eval {model}", unit="chunk", disable=not progress)
+        correct = total = 0
+        for chunk in todo:
+            for pid in chunk.problem_ids:
+                if (chunk.benchmark, pid) not in prompts:
+                    problem = records[(chunk.benchmark, pid)].problem
+                    prompts[(chunk.benchmark, pid)] = prompt_token_ids(
+                        tokenizer, problem, instruction=instruction, system_prompt=system_prompt
+                    )
+            rows = sample_chunk(chunk, sampler, records=records, prompts=prompts, protocol=protocol)
+            append_rows(out / RESPONSES, rows)
+            correct += sum(r["correct"] for r in rows)
+            total += len(rows)
+            bar.set_postfix_str(f"{chunk.benchmark} run {chunk.run + 1}/{protocol.runs} acc {correct / total:.3f}")
+            bar.update(1)
+            if on_chunk is not None:
+                on_chunk(chunk, rows)
+        bar.close()
+
+    rows, _ = read_responses(out / RESPONSES)
+    result = summarize(rows, plan, model=model, protocol=protocol)
+    result["engine"] = config["engine"]
+    (out / RESULT_JSON).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    from tapo.evaluation.tables import result_markdown
+
+    (out / RESULT_MD).write_text(result_markdown(result), encoding="utf-8")
+    return result
+
+
+def sample_chunk(
+    chunk: Chunk, sampler: Sampler, *, records: dict, prompts: dict, protocol: EvalProtocol
+) -> list[dict]:
+    """Generate and score one chunk: its response rows, problem by problem, sample by sample."""
+    from tapo.rewards import extract_answer, math_reward
+
+    ids = [prompts[(chunk.benchmark, pid)] for pid in chunk.problem_ids]
+    completions = sampler.sample(ids, n=protocol.samples, seed=chunk.seed, settings=protocol.settings)
+    golds = [records[(chunk.benchmark, pid)].answer for pid in chunk.problem_ids]
+    texts = [c.text for group in completions for c in group]
+    scores = math_reward(texts, [g for g in golds for _ in range(protocol.samples)])
+    rows = []
+    for i, (pid, gold, group) in enumerate(zip(chunk.problem_ids, golds, completions, strict=True)):
+        for s, completion in enumerate(group):
+            rows.append(
+                {
+                    "benchmark": chunk.benchmark,
+                    "problem_id": pid,
+                    "run": chunk.run,
+                    "sample": s,
+                    "chunk": chunk.index,
+                    "response": completion.text,
+                    "answer": extract_answer(completion.text),
+                    "gold": gold,
+                    "correct": scores[i * protocol.samples + s] == 1.0,
+                    "n_tokens": completion.n_tokens,
+                    "finished": completion.finished,
+                }
+            )
+    return rows
+
+
+def summarize(rows: Sequence[dict], plan: Sequence[Chunk], *, model: str, protocol: EvalProtocol) -> dict:
+    """The result dict (schema of result.json) from the response rows of the planned chunks."""
+    planned = {(c.benchmark, c.run, c.index, pid) for c in plan for pid in c.problem_ids}
+    order: dict[str, list[str]] = defaultdict(list)
+    for c in plan:
+        if c.run == 0:
+            order[c.benchmark] += c.problem_ids
+    cells: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        if (row["benchmark"], row["run"], row["chunk"], row["problem_id"]) in planned:
+            cells[(row["benchmark"], row["run"], row["problem_id"])].append(row)
+    ks = list(range(1, protocol.samples + 1))
+    benchmarks = {}
+    for name, problem_ids in order.items():
+        per_run = []
+        for run in range(protocol.runs):
+            problems = {}
+            for pid in problem_ids:
+                samples = sorted(cells[(name, run, pid)], key=lambda r: r["sample"])
+                if [r["sample"] for r in samples] != list(range(protocol.samples)):
+                    raise ValueError(f"responses of {name} problem {pid!r} run {run} are incomplete")
+                problems[pid] = ([r["answer"] for r in samples], [bool(r["correct"]) for r in samples])
+            per_run.append(run_metrics(problems, ks=ks))
+        all_rows = [r for run in range(protocol.runs) for pid in problem_ids for r in cells[(name, run, pid)]]
+        benchmarks[name] = {
+            "n_problems": len(problem_ids),
+            "pass_at_k": {str(k): mean_std([m["pass@k"][k] for m in per_run]) for k in ks},
+            "maj_at_k": {str(k): mean_std([m["maj@k"][k] for m in per_run]) for k in ks},
+            "avg_at_n": mean_std([m["avg@n"] for m in per_run]),
+            "mean_response_tokens": sum(r["n_tokens"] for r in all_rows) / len(all_rows),
+            "per_problem_pass_rate": {
+                pid: sum(bool(r["correct"]) for run in range(protocol.runs) for r in cells[(name, run, pid)])
+                / (protocol.runs * protocol.samples)
+                for pid in problem_ids
+            },
+        }
+    return {
+        "model": model,
+        "protocol": {k: asdict(protocol)[k] for k in ("samples", "runs", "temperature", "top_p", "max_tokens", "seed")},
+        "benchmarks": benchmarks,
+    }
+
+
+def load_result(result_dir: str | Path) -> dict:
+    """The result.json of an evaluation directory (or of a result.json path)."""
+    path = Path(result_dir)
+    path = path / RESULT_JSON if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RESULT_JSON} in {result_dir} (run `tapo eval --output {result_dir}` first)")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    for key in ("model", "protocol", "benchmarks"):
+        if key not in result:
+            raise ValueError(f"{path} is not an evaluation result: key {key!r} is missing")
+    return result
+
+
+def _check_or_write_config(path: Path, config: dict) -> None:
+    """Refuse to mix samples made under different settings into one directory."""
+    if path.is_file():
+        old, new = _flatten(json.loads(path.read_text(encoding="utf-8"))), _flatten(config)
+        diffs = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+        if diffs:
+            raise ValueError(
+                f"{path.parent} holds an evaluation with other settings ({'; '.join(diffs)}); "
+                "choose another --output, or pass --overwrite to start afresh"
+            )
+        return
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _completed_chunks(path: Path, plan: Sequence[Chunk], *, samples: int) -> set[tuple[str, int, int]]:
+    """Keys of planned chunks whose rows are all on disk; rewrites the file without partial or stale chunks."""
+    rows, dropped = read_responses(path)
+    groups: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["benchmark"], row["run"], row["chunk"])].append(row)
+    expected = {
+        (c.benchmark, c.run, c.index): sorted((pid, s) for pid in c.problem_ids for s in range(samples)) for c in plan
+    }
+    done, stale = set(), set()
+    for key, group in groups.items():
+        if key not in expected:
+            continue  # another benchmark or a longer --limit: kept, unused
+        if sorted((r["problem_id"], r["sample"]) for r in group) == expected[key]:
+            done.add(key)
+        else:
+            stale.add(key)
+    if dropped or stale:
+        rewrite_rows(path, [r for r in rows if (r["benchmark"], r["run"], r["chunk"]) not in stale])
+    return done
+
+
+__all__ = ["Chunk", "EvalProtocol", "evaluate", "load_result", "plan_chunks", "sample_chunk", "summarize"]
