@@ -90,7 +90,7 @@ class _RetryableError(Exception):
 
 
 def backoff_delay(retry: int, *, base_s: float, max_s: float, retry_after: float | None = None) -> float:
-    """Seconds to wait before retry number `retry` (0-based): base * 2**retry, capped; a Retry-After wins if shorter than the cap.
+    """Seconds to wait before retry `retry` (0-based): base * 2**retry, capped; the server's Retry-After wins.
 
     >>> [backoff_delay(i, base_s=1.0, max_s=5.0) for i in range(4)]
     [1.0, 2.0, 4.0, 5.0]
@@ -168,7 +168,8 @@ def completion_text(response: dict, *, url: str) -> str:
     try:
         content = response["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise EndpointError(f"POST {url}: the answer has no choices[0].message.content: {str(response)[:300]}") from None
+        snippet = str(response)[:300]
+        raise EndpointError(f"POST {url}: the answer has no choices[0].message.content: {snippet}") from None
     if content is None:  # e.g. a tool call only: no text
         return ""
     if not isinstance(content, str):
@@ -192,7 +193,8 @@ def post_json(url: str, payload: dict, *, headers: dict[str, str], timeout_s: fl
     that is not JSON).
     """
     body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers}, method="POST")
+    headers = {"Content-Type": "application/json", **headers}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     deadline = time.monotonic() + timeout_s
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -293,7 +295,7 @@ class ChatClient:
         raise EndpointError(f"POST {self.url} failed after {attempts} attempt(s); last error: {last}")
 
     def chat_many(self, conversations: list[list[dict]]) -> list[str | None]:
-        """Answers in the order of `conversations`, at most `max_concurrency` in flight; None where one failed for good."""
+        """Answers in the order of `conversations`, at most `max_concurrency` in flight; None where one failed."""
 
         def one(messages: list[dict]) -> str | None:
             try:
