@@ -340,22 +340,22 @@ def reflection_start_in(reconstruction: str, negative: str) -> int:
 def correction_start_char(text: str, *, reflection_start_char: int) -> int:
     """Where the correction begins in a constructed trajectory: the end of the reflection.
 
-    The reflection is the turn that names the mistake: from `reflection_start_char` to the end of
-    its line, or of its first sentence when the line runs on. Used to show a trajectory as kept
-    prefix | reflection | correction.
+    The reflection is the turn that names the mistake: from `reflection_start_char` (white space
+    skipped) to the end of its line, or to the end of its first sentence when the trajectory has
+    no line break after it. Used to show a trajectory as kept prefix | reflection | correction.
 
-    >>> text = "Step 1: 5 + 6 = 12\\nWait, 5 + 6 is 11, not 12.\\nStep 1: 5 + 6 = 11"
-    >>> start = text.index("Wait")
+    >>> text = "Step 1: 5 + 6 = 12\\nWait, 5 + 6 is 11, not 12. I added wrong.\\nStep 1: 5 + 6 = 11"
+    >>> start = text.index("\\nWait")  # the cut often falls just before the line break
     >>> text[start:correction_start_char(text, reflection_start_char=start)]
-    'Wait, 5 + 6 is 11, not 12.\\n'
+    '\\nWait, 5 + 6 is 11, not 12. I added wrong.\\n'
     >>> correction_start_char("ab. Wait, no. So 3.", reflection_start_char=4)
     14
     """
     start = min(max(reflection_start_char, 0), len(text))
+    while start < len(text) and text[start].isspace():
+        start += 1
     line_end = text.find("\n", start)
-    sentence = re.search(r"[.!?](\s+|$)", text[start:] if line_end < 0 else text[start:line_end])
-    if sentence is not None and line_end >= 0 and start + sentence.end() < line_end:
-        return start + sentence.end()
     if line_end >= 0:
         return line_end + 1
+    sentence = re.search(r"[.!?](\s+|$)", text[start:])
     return start + sentence.end() if sentence is not None else len(text)

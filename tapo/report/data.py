@@ -100,6 +100,7 @@ def load_run(run_dir: str | Path, *, max_constructions: int = 500) -> RunData:
     metrics_path = run_dir / METRICS_FILE
     if not metrics_path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in the run directory: {metrics_path}")
+    metrics = read_metrics(metrics_path)
     constructions_path = run_dir / CONSTRUCTIONS_FILE
     constructions, total = (
         read_constructions(constructions_path, keep_last=max_constructions) if constructions_path.is_file() else ([], 0)
@@ -107,7 +108,7 @@ def load_run(run_dir: str | Path, *, max_constructions: int = 500) -> RunData:
     return RunData(
         path=run_dir,
         config=read_config(run_dir / CONFIG_FILE),
-        metrics=read_metrics(metrics_path),
+        metrics=metrics,
         constructions=constructions,
         constructions_total=total,
     )

@@ -59,9 +59,9 @@ def header_html(run: RunData) -> str:
 def render_page(run: RunData, *, evals: list[dict] = ()) -> str:
     """The whole page as a string (every value from the run HTML-escaped; script and style inline)."""
     sections = [("curves", "Training curves", chart_grid(run.metrics))]
-    sections.append(("constructions", "Constructed trajectories", viewer_html(run.constructions, total=run.constructions_total)))
-    if evals:
+    if evals:  # before the (long) list of constructions
         sections.append(("evaluation", "Evaluation", "".join(eval_table(result) for result in evals)))
+    sections.append(("constructions", "Constructed trajectories", viewer_html(run.constructions, total=run.constructions_total)))
     nav = "<nav>" + "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title, _ in sections) + "</nav>"
     body = "".join(f'<section id="{anchor}"><h2>{title}</h2>{html}</section>' for anchor, title, html in sections)
     return (
