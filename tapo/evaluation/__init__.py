@@ -10,6 +10,7 @@ first-pass and error-correction analysis of responses.
 - `tables`: Markdown tables for one result or several side by side.
 """
 
+from tapo.evaluation.analysis import analyze, boundary_problems, reflection_rates
 from tapo.evaluation.metrics import avg_at_n, maj_at_k, majority_correct, mean_std, pass_at_k, run_metrics
 from tapo.evaluation.reflection import REFLECTION_MARKERS, find_reflection, reflects
 from tapo.evaluation.run import EvalProtocol, evaluate, load_result
@@ -17,7 +18,9 @@ from tapo.evaluation.run import EvalProtocol, evaluate, load_result
 __all__ = [
     "REFLECTION_MARKERS",
     "EvalProtocol",
+    "analyze",
     "avg_at_n",
+    "boundary_problems",
     "evaluate",
     "find_reflection",
     "load_result",
@@ -25,6 +28,7 @@ __all__ = [
     "majority_correct",
     "mean_std",
     "pass_at_k",
+    "reflection_rates",
     "reflects",
     "run_metrics",
 ]

@@ -34,6 +34,7 @@ RESULT_JSON = "result.json"
 RESULT_MD = "result.md"
 RESPONSES = "responses.jsonl"
 EVAL_CONFIG = "eval_config.json"
+PROBLEMS = "problems.jsonl"  # benchmark, problem_id, problem, answer: what the analysis and the judge read
 DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 256}  # problems per chunk (each sampled `samples` times)
 
 
@@ -144,9 +145,10 @@ def evaluate(
     """
     from tapo.evaluation.sample import resolve_backend
 
+    loaded = load_benchmarks(benchmarks, limit=limit)  # bad names and rows fail before a model is loaded
     out = Path(output_dir)
     if overwrite and out.exists():
-        for name in (RESULT_JSON, RESULT_MD, RESPONSES, EVAL_CONFIG):
+        for name in (RESULT_JSON, RESULT_MD, RESPONSES, EVAL_CONFIG, PROBLEMS):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     chosen = sampler.backend if sampler is not None else resolve_backend(backend)
@@ -159,8 +161,8 @@ def evaluate(
     }
     _check_or_write_config(out / EVAL_CONFIG, config)
 
-    loaded = load_benchmarks(benchmarks, limit=limit)
     plan = [c for b in loaded for c in plan_chunks(b, runs=protocol.runs, batch_size=batch_size, seed=protocol.seed)]
+    write_problems(out / PROBLEMS, loaded)
     done = _completed_chunks(out / RESPONSES, plan, samples=protocol.samples)
     todo = [c for c in plan if (c.benchmark, c.run, c.index) not in done]
     if todo:
@@ -171,24 +173,25 @@ def evaluate(
         records = {(b.name, r.id): r for b in loaded for r in b.records}
         tokenizer = sampler.tokenizer
         prompts: dict[tuple[str, str], list[int]] = {}
-        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"eval {model}", unit="chunk", disable=not progress)
         correct = total = 0
-        for chunk in todo:
-            for pid in chunk.problem_ids:
-                if (chunk.benchmark, pid) not in prompts:
-                    problem = records[(chunk.benchmark, pid)].problem
-                    prompts[(chunk.benchmark, pid)] = prompt_token_ids(
-                        tokenizer, problem, instruction=instruction, system_prompt=system_prompt
-                    )
-            rows = sample_chunk(chunk, sampler, records=records, prompts=prompts, protocol=protocol)
-            append_rows(out / RESPONSES, rows)
-            correct += sum(r["correct"] for r in rows)
-            total += len(rows)
-            bar.set_postfix_str(f"{chunk.benchmark} run {chunk.run + 1}/{protocol.runs} acc {correct / total:.3f}")
-            bar.update(1)
-            if on_chunk is not None:
-                on_chunk(chunk, rows)
-        bar.close()
+        with tqdm(
+            total=len(plan), initial=len(plan) - len(todo), desc=f"eval {model}", unit="chunk", disable=not progress
+        ) as bar:
+            for chunk in todo:
+                for pid in chunk.problem_ids:
+                    if (chunk.benchmark, pid) not in prompts:
+                        problem = records[(chunk.benchmark, pid)].problem
+                        prompts[(chunk.benchmark, pid)] = prompt_token_ids(
+                            tokenizer, problem, instruction=instruction, system_prompt=system_prompt
+                        )
+                rows = sample_chunk(chunk, sampler, records=records, prompts=prompts, protocol=protocol)
+                append_rows(out / RESPONSES, rows)  # the chunk is on disk: an interruption from here on loses nothing
+                correct += sum(r["correct"] for r in rows)
+                total += len(rows)
+                bar.set_postfix_str(f"{chunk.benchmark} run {chunk.run + 1}/{protocol.runs} acc {correct / total:.3f}")
+                bar.update(1)
+                if on_chunk is not None:
+                    on_chunk(chunk, rows)
 
     rows, _ = read_responses(out / RESPONSES)
     result = summarize(rows, plan, model=model, protocol=protocol)
@@ -291,11 +294,35 @@ def load_result(result_dir: str | Path) -> dict:
     return result
 
 
+def read_problems(path: str | Path) -> dict[tuple[str, str], str]:
+    """(benchmark, problem id) -> problem text from `problems.jsonl` ({} when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {(r["benchmark"], r["problem_id"]): r["problem"] for r in rows}
+
+
+def write_problems(path: Path, benchmarks: Sequence[Benchmark]) -> None:
+    """Add these benchmarks' problems to `problems.jsonl` (kept across reruns with other benchmarks or limits)."""
+    rows = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[(row["benchmark"], row["problem_id"])] = row
+    for b in benchmarks:
+        for r in b.records:
+            rows[(b.name, r.id)] = {"benchmark": b.name, "problem_id": r.id, "problem": r.problem, "answer": r.answer}
+    rewrite_rows(path, rows.values())
+
+
 def _check_or_write_config(path: Path, config: dict) -> None:
     """Refuse to mix samples made under different settings into one directory."""
     if path.is_file():
         old, new = _flatten(json.loads(path.read_text(encoding="utf-8"))), _flatten(config)
-        diffs = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+        keys = sorted(old.keys() | new.keys())
+        diffs = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
         if diffs:
             raise ValueError(
                 f"{path.parent} holds an evaluation with other settings ({'; '.join(diffs)}); "

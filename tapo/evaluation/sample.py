@@ -126,7 +126,7 @@ class HFSampler:
         options = dict(
             max_new_tokens=settings.max_tokens,
             do_sample=not greedy,
-            num_return_sequences=n,
+            num_return_sequences=1 if greedy else n,  # greedy samples are all alike: decode once
             eos_token_id=self.eos,
             pad_token_id=pad,
             top_k=0,  # 0 turns top-k off (None would fall back to the model's generation_config)
@@ -134,14 +134,16 @@ class HFSampler:
         )
         if not greedy:
             options.update(temperature=settings.temperature, top_p=settings.top_p)
-        devices = [device] if device.type == "cuda" else []
+        devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             out = self.model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), **options
             )  # [P * n, L + T]
-        generated = out[:, ids.size(1) :].tolist()  # [P * n, T]
+        generated = out[:, ids.size(1) :].tolist()  # [P * n, T], or [P, T] when greedy
         completions = [self._completion(row) for row in generated]
+        if greedy:
+            return [[c] * n for c in completions]
         return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
     def _completion(self, row: list[int]) -> Completion:

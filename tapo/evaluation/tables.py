@@ -22,15 +22,15 @@ def pct(stat: Mapping[str, float] | float | None, *, std: bool = True) -> str:
     return f"{100 * stat:.2f}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table, numbers right-aligned.
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, text_columns: int = 1) -> str:
+    """A GitHub-flavoured Markdown table: the first `text_columns` left-aligned, the numbers right-aligned.
 
     >>> print(markdown_table(["model", "Pass@1"], [["a", "1.00"]]))
     | model | Pass@1 |
     |---|---:|
     | a | 1.00 |
     """
-    align = ["---"] + ["---:"] * (len(header) - 1)
+    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -111,7 +111,10 @@ def compare_markdown(results: Mapping[str, Mapping], *, analysis: Mapping | None
 
 def analysis_markdown(analysis: Mapping) -> str:
     """The first-pass and error-correction table of `tapo.evaluation.analysis.analyze`."""
-    header = ["benchmark", "model", "boundary problems", "responses", "direct solution rate", "reflection rate", "effective reflection rate"]
+    header = [
+        "benchmark", "model", "boundary problems", "responses",
+        "direct solution rate", "reflection rate", "effective reflection rate",
+    ]
     rows = []
     for bench, per_model in analysis["benchmarks"].items():
         for label, stats in per_model.items():
@@ -127,4 +130,4 @@ def analysis_markdown(analysis: Mapping) -> str:
                 ]
             )
     title = f"## First pass and error correction on boundary problems (classifier: {analysis['classifier']})"
-    return "\n".join([title, "", markdown_table(header, rows)])
+    return "\n".join([title, "", markdown_table(header, rows, text_columns=2)])

@@ -1,0 +1,72 @@
+"""`tapo eval`: Pass@k, maj@k and avg@n of a model on benchmarks, under the paper's protocol by default."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tapo.evaluation.run import RESPONSES, RESULT_JSON, RESULT_MD, EvalProtocol, evaluate
+    from tapo.evaluation.tables import result_markdown
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    protocol = EvalProtocol(
+        samples=args.samples,
+        runs=args.runs,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
+    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    result = evaluate(
+        args.model,
+        benchmarks,
+        output_dir=args.output,
+        protocol=protocol,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        backend=args.backend,
+        dtype=args.dtype,
+        system_prompt=args.system_prompt,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(result_markdown(result))
+    print(f"wrote {args.output}/{RESULT_JSON}, {args.output}/{RESULT_MD}, {args.output}/{RESPONSES}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="evaluate a model on math benchmarks (Pass@k, maj@k, avg@n; resumable)",
+        description=(
+            "Sample every problem --samples times in each of --runs runs and report Pass@k (unbiased), maj@k "
+            "and avg@n, mean ± std over runs. Rerunning into the same --output resumes an interrupted evaluation."
+        ),
+    )
+    p.add_argument("--model", required=True, help="hub id, local folder, or built-in name (builtin:tiny, builtin:tiny-arith, ...)")
+    p.add_argument(
+        "--benchmarks", default="aime24,aime25,hmmt25",
+        help="comma-separated registry names (aime24, aime25, hmmt25, math500, gsm8k) or local .jsonl/.json/.parquet files",
+    )
+    p.add_argument("--samples", type=int, default=5, help="samples per problem in each run: n of Pass@k (default 5)")
+    p.add_argument("--runs", type=int, default=16, help="evaluation runs averaged over (default 16)")
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature; 0 = greedy (default 0.6)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling top-p (default 0.9)")
+    p.add_argument("--max-tokens", type=int, default=32768, help="most tokens per response (default 32768)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; every chunk's seed derives from it (default 0)")
+    p.add_argument("--output", required=True, help="evaluation directory: result.json, result.md, responses.jsonl")
+    p.add_argument("--batch-size", type=int, help="problems per generation call (default: 8 with transformers, 256 with vLLM)")
+    p.add_argument("--limit", type=int, help="only the first N problems of each benchmark, for a quick look")
+    p.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
+                   help="generation engine; auto = vLLM when installed and a CUDA GPU is present, else transformers")
+    p.add_argument("--dtype", help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--system-prompt", help="a system message before each problem (default: none, as in training)")
+    p.add_argument("--overwrite", action="store_true", help="discard an earlier evaluation in --output instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)

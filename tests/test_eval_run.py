@@ -1,0 +1,273 @@
+"""`tapo eval` end to end on builtin:tiny with a local benchmark: files, reproducibility, resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from tapo.evaluation import EvalProtocol, evaluate
+from tapo.evaluation.responses import read_responses
+from tapo.evaluation.run import plan_chunks, load_benchmarks
+from tapo.evaluation.sample import Completion, HFSampler
+
+from conftest import run_tapo
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = str(ROOT / "tests" / "data" / "mini_bench.jsonl")  # 5 problems
+PROTOCOL = EvalProtocol(samples=3, runs=2, temperature=1.0, top_p=0.95, max_tokens=12, seed=7)
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    from tapo.models import load_policy
+
+    model, tokenizer = load_policy("builtin:tiny", seed=0)
+    return HFSampler(model, tokenizer)
+
+
+def run_eval(out: Path, sampler, **kw) -> dict:
+    options = dict(output_dir=out, protocol=PROTOCOL, batch_size=2, progress=False, sampler=sampler)
+    return evaluate("builtin:tiny", [BENCH], **{**options, **kw})
+
+
+def rows_by_key(out: Path) -> dict:
+    rows, _ = read_responses(out / "responses.jsonl")
+    return {(r["benchmark"], r["problem_id"], r["run"], r["sample"]): r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, sampler):
+    """An uninterrupted evaluation: (directory, result)."""
+    out = tmp_path_factory.mktemp("eval") / "reference"
+    return out, run_eval(out, sampler)
+
+
+def test_cli_eval_writes_result_table_and_responses(tmp_path):
+    out = tmp_path / "cli"
+    result = run_tapo(
+        "eval", "--model", "builtin:tiny", "--benchmarks", BENCH, "--samples", "2", "--runs", "2",
+        "--max-tokens", "8", "--batch-size", "4", "--seed", "3", "--output", str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "chunk" in result.stderr  # the tqdm progress bar
+    data = json.loads((out / "result.json").read_text())
+    assert data["model"] == "builtin:tiny"
+    assert data["protocol"] == {"samples": 2, "runs": 2, "temperature": 0.6, "top_p": 0.9, "max_tokens": 8, "seed": 3}
+    bench = data["benchmarks"]["mini_bench"]
+    assert bench["n_problems"] == 5
+    assert set(bench["pass_at_k"]) == set(bench["maj_at_k"]) == {"1", "2"}
+    assert set(bench["pass_at_k"]["1"]) == {"mean", "std"} and set(bench["avg_at_n"]) == {"mean", "std"}
+    assert list(bench["per_problem_pass_rate"]) == [f"mini-{i}" for i in range(1, 6)]
+    rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 * 2 * 2
+    assert {(r["problem_id"], r["run"], r["sample"]) for r in rows} == {
+        (f"mini-{i}", run, s) for i in range(1, 6) for run in range(2) for s in range(2)
+    }
+    assert all(0 <= r["n_tokens"] <= 8 and isinstance(r["correct"], bool) and "answer" in r for r in rows)
+    assert all(r["finished"] or r["n_tokens"] == 8 for r in rows)  # cut only at max tokens
+    assert bench["mean_response_tokens"] == pytest.approx(sum(r["n_tokens"] for r in rows) / len(rows))
+    md = (out / "result.md").read_text()
+    assert "| mini_bench | 5 |" in md and "Pass@2" in md and "maj@2" in md
+    assert "| mini_bench | 5 |" in result.stdout
+
+
+def test_cli_eval_reports_bad_input_clearly(tmp_path):
+    missing = run_tapo("eval", "--model", "builtin:tiny", "--benchmarks", "nope.jsonl", "--output", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "benchmark file not found: nope.jsonl" in missing.stderr
+    bad = run_tapo("eval", "--model", "builtin:tiny", "--benchmarks", BENCH, "--samples", "0", "--output", str(tmp_path / "y"))
+    assert bad.returncode == 2 and "samples" in bad.stderr
+
+
+def test_same_seed_same_results_other_seed_other_samples(tmp_path, sampler, reference):
+    ref_dir, ref = reference
+    again = run_eval(tmp_path / "again", sampler)
+    assert again == ref
+    assert rows_by_key(tmp_path / "again") == rows_by_key(ref_dir)
+    other = run_eval(tmp_path / "other", sampler, limit=2, protocol=EvalProtocol(**{**PROTOCOL.__dict__, "seed": 8}))
+    assert other["protocol"]["seed"] == 8
+    theirs, ours = rows_by_key(tmp_path / "other"), rows_by_key(ref_dir)
+    assert [r["response"] for r in theirs.values()] != [ours[key]["response"] for key in theirs]
+
+
+def test_interrupted_evaluation_resumes_to_the_same_numbers(tmp_path, sampler, reference):
+    ref_dir, ref = reference
+    out = tmp_path / "interrupted"
+    seen = []
+
+    def stop_after_two(chunk, rows):
+        seen.append((chunk.run, chunk.index))
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(out, sampler, on_chunk=stop_after_two)
+    assert len(read_responses(out / "responses.jsonl")[0]) == 2 * 2 * PROTOCOL.samples  # two chunks of 2 problems
+    redone = []
+    resumed = run_eval(out, sampler, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    assert set(redone).isdisjoint(seen) and len(redone) == 2 * 3 - 2  # 2 runs x 3 blocks, minus the 2 done
+    assert resumed == ref
+    assert rows_by_key(out) == rows_by_key(ref_dir)
+
+
+def test_partial_chunk_and_cut_line_are_redone(tmp_path, sampler, reference):
+    ref_dir, ref = reference
+    out = tmp_path / "cut"
+    out.mkdir()
+    for name in ("eval_config.json",):
+        (out / name).write_text((ref_dir / name).read_text())
+    lines = (ref_dir / "responses.jsonl").read_text().splitlines(keepends=True)
+    per_chunk = 2 * PROTOCOL.samples
+    # the first chunk whole, 4 of the 6 rows of the second, then half of a line
+    (out / "responses.jsonl").write_text("".join(lines[: per_chunk + 4]) + lines[per_chunk + 4][:30])
+    redone = []
+    resumed = run_eval(out, sampler, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    assert (0, 0) not in redone and (0, 1) in redone
+    assert resumed == ref
+    assert rows_by_key(out) == rows_by_key(ref_dir)
+    assert len((out / "responses.jsonl").read_text().splitlines()) == len(lines)  # nothing counted twice
+
+
+def test_a_quick_look_with_limit_is_reused_by_the_full_run(tmp_path, sampler, reference):
+    ref_dir, ref = reference
+    out = tmp_path / "limit"
+    small = run_eval(out, sampler, limit=3)
+    assert small["benchmarks"]["mini_bench"]["n_problems"] == 3
+    redone = []
+    full = run_eval(out, sampler, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    # blocks of 2: block 0 (problems 1-2) is kept; block 1 held only problem 3, so it is redone with 3-4
+    assert sorted(redone) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert full == ref
+    assert rows_by_key(out) == rows_by_key(ref_dir)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, sampler, reference):
+    out = tmp_path / "mismatch"
+    run_eval(out, sampler, limit=1)
+    with pytest.raises(ValueError, match=r"protocol.max_tokens: 12 -> 13.*--overwrite"):
+        run_eval(out, sampler, limit=1, protocol=EvalProtocol(**{**PROTOCOL.__dict__, "max_tokens": 13}))
+    with pytest.raises(ValueError, match=r"engine.batch_size: 2 -> 3"):
+        run_eval(out, sampler, limit=1, batch_size=3)
+    fresh = run_eval(out, sampler, limit=1, batch_size=3, overwrite=True)
+    assert fresh["benchmarks"]["mini_bench"]["n_problems"] == 1
+
+
+class ScriptedSampler:
+    """Answers right or wrong by a seeded coin per sample, so the numbers are not all zero."""
+
+    backend = "hf"
+
+    def __init__(self, tokenizer, golds):
+        self.tokenizer = tokenizer
+        self.golds = golds
+
+    def sample(self, prompt_ids, *, n, seed, settings):
+        rng = random.Random(seed)
+        out = []
+        for ids in prompt_ids:
+            text = self.tokenizer.decode(ids)
+            gold = next(g for q, g in self.golds.items() if q in text)
+            group = []
+            for _ in range(n):
+                r = rng.random()
+                answer = gold if r < 0.5 else "999" if r < 0.8 else None
+                body = f"so \\boxed{{{answer}}}" if answer else "no idea"
+                group.append(Completion(body, n_tokens=len(body), finished=True))
+            out.append(group)
+        return out
+
+
+def test_numbers_match_an_independent_computation_from_the_responses(tmp_path):
+    from tapo.models import load_tokenizer
+
+    bench = load_benchmarks([BENCH])[0]
+    sampler = ScriptedSampler(load_tokenizer("builtin:tiny"), {r.problem: r.answer for r in bench.records})
+    protocol = EvalProtocol(samples=4, runs=3, max_tokens=16, seed=1)
+    result = evaluate("scripted", [BENCH], output_dir=tmp_path / "s", protocol=protocol, batch_size=2,
+                      progress=False, sampler=sampler)
+    rows, _ = read_responses(tmp_path / "s" / "responses.jsonl")
+    assert rows and all(r["correct"] == (r["answer"] == r["gold"]) for r in rows)  # scored by tapo.rewards
+    assert any(r["correct"] for r in rows) and not all(r["correct"] for r in rows)
+    b = result["benchmarks"]["mini_bench"]
+    for k in range(1, 5):
+        per_run = []
+        for run in range(3):
+            values = []
+            for pid in b["per_problem_pass_rate"]:
+                flags = [r["correct"] for r in rows if r["problem_id"] == pid and r["run"] == run]
+                subsets = list(itertools.combinations(flags, k))
+                values.append(sum(any(s) for s in subsets) / len(subsets))
+            per_run.append(sum(values) / len(values))
+        mean = sum(per_run) / 3
+        assert b["pass_at_k"][str(k)]["mean"] == pytest.approx(mean)
+        assert b["pass_at_k"][str(k)]["std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in per_run) / 3))
+    assert b["avg_at_n"]["mean"] == pytest.approx(b["pass_at_k"]["1"]["mean"])
+    for pid, rate in b["per_problem_pass_rate"].items():
+        flags = [r["correct"] for r in rows if r["problem_id"] == pid]
+        assert rate == pytest.approx(sum(flags) / 12)
+    # maj@4 by hand: the gold wins when it has the most votes ("999" is the only wrong answer; ties -> first seen)
+    per_run = []
+    for run in range(3):
+        wins = []
+        for pid in b["per_problem_pass_rate"]:
+            answers = [r["answer"] for r in sorted(rows, key=lambda r: r["sample"]) if r["problem_id"] == pid and r["run"] == run]
+            right, wrong = sum(a is not None and a != "999" for a in answers), answers.count("999")
+            first_right = next((i for i, a in enumerate(answers) if a is not None and a != "999"), 99)
+            first_wrong = answers.index("999") if "999" in answers else 99
+            wins.append(right > wrong or (right == wrong > 0 and first_right < first_wrong))
+        per_run.append(sum(wins) / len(wins))
+    assert b["maj_at_k"]["4"]["mean"] == pytest.approx(sum(per_run) / 3)
+
+
+def test_chunks_are_fixed_blocks_with_their_own_seeds():
+    bench = load_benchmarks([BENCH])[0]
+    chunks = plan_chunks(bench, runs=2, batch_size=2, seed=0)
+    assert [c.problem_ids for c in chunks[:3]] == [("mini-1", "mini-2"), ("mini-3", "mini-4"), ("mini-5",)]
+    assert len({c.seed for c in chunks}) == len(chunks)
+    assert [c.seed for c in plan_chunks(bench, runs=2, batch_size=2, seed=0)] == [c.seed for c in chunks]
+
+
+def test_a_broken_line_inside_the_file_is_an_error(tmp_path):
+    path = tmp_path / "responses.jsonl"
+    path.write_text('{"a": 1\n{}\n')
+    with pytest.raises(ValueError, match=re.escape(f"line 1 of {path} is not valid JSON")):
+        read_responses(path)
+
+
+def test_greedy_decoding_gives_n_equal_samples_whatever_the_seed(sampler):
+    from tapo.evaluation.sample import SamplingSettings, prompt_token_ids
+
+    ids = [prompt_token_ids(sampler.tokenizer, "What is 2 + 3?")]
+    greedy = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=6)
+    first = sampler.sample(ids, n=3, seed=0, settings=greedy)
+    assert len(first) == 1 and len(first[0]) == 3 and len(set(first[0])) == 1
+    assert sampler.sample(ids, n=3, seed=99, settings=greedy) == first
+
+
+def test_sampling_leaves_the_global_random_state_alone(sampler):
+    import torch
+
+    from tapo.evaluation.sample import SamplingSettings, prompt_token_ids
+
+    ids = [prompt_token_ids(sampler.tokenizer, "What is 2 + 3?")]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = sampler.sample(ids, n=2, seed=5, settings=SamplingSettings(temperature=1.0, top_p=1.0, max_tokens=6))
+    assert torch.equal(torch.rand(3), expected)
+    assert sampler.sample(ids, n=2, seed=5, settings=SamplingSettings(temperature=1.0, top_p=1.0, max_tokens=6)) == a
+
+
+def test_doctests():
+    import doctest
+
+    from tapo.evaluation import run, sample
+
+    for module in (run, sample):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
