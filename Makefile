@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo demo-coldstart test venv clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ demo: $(STAMP)
 	else \
 	  rm -rf runs/demo && $(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo; \
 	fi
+
+# The cold start first (build + SFT, resumable), then TAPO with `self` synthesis from the cold-started model.
+demo-coldstart: $(STAMP)
+	@if [ -d runs/coldstart-demo/model ]; then echo "cold start done: runs/coldstart-demo/model"; \
+	elif [ -f runs/coldstart-demo/data.jsonl ]; then $(BIN)/tapo coldstart run --config recipes/coldstart-demo.yaml --resume; \
+	else $(BIN)/tapo coldstart run --config recipes/coldstart-demo.yaml; fi
+	rm -rf runs/demo-after-coldstart
+	$(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo-after-coldstart \
+	  --set model.name=runs/coldstart-demo/model --set tapo.construction=self --set tapo.ref_baseline=reflection
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests --doctest-modules tapo/core -q

@@ -52,12 +52,12 @@ def load_policy(
     elif name in ("builtin:smollm2-135m-instruct", "builtin:tiny-arith"):
         folder = builtin_folder(name)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = load_saved_tokenizer(folder)
     elif name.startswith(BUILTIN_PREFIX):
         raise ValueError(f"unknown built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
     else:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = load_saved_tokenizer(name)
     return model, prepare_tokenizer(tokenizer)
 
 
@@ -66,8 +66,27 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if name == "builtin:tiny":
         return prepare_tokenizer(build_tiny_tokenizer())
     if name in ("builtin:smollm2-135m-instruct", "builtin:tiny-arith"):
-        return prepare_tokenizer(AutoTokenizer.from_pretrained(builtin_folder(name)))
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(name))
+        return prepare_tokenizer(load_saved_tokenizer(builtin_folder(name)))
+    return prepare_tokenizer(load_saved_tokenizer(name))
+
+
+def load_saved_tokenizer(name_or_folder: str | Path) -> PreTrainedTokenizerBase:
+    """A tokenizer exactly as saved, including a generic one (`tokenizer_class: TokenizersBackend`).
+
+    transformers 5 maps a generic `tokenizer.json` to the model type's own class (qwen2 ->
+    Qwen2Tokenizer), which rebuilds the pre-tokenizer: our tiny tokenizer then splits every digit
+    and a model trained with it sees other ids after a save and load. A generic tokenizer is
+    therefore loaded as the file says.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    config_file = Path(name_or_folder) / "tokenizer_config.json"
+    if config_file.is_file():
+        import json
+
+        if json.loads(config_file.read_text()).get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(name_or_folder)
+    return AutoTokenizer.from_pretrained(name_or_folder)
 
 
 def builtin_folder(name: str) -> Path:

@@ -219,3 +219,19 @@ def test_local_file_benchmarks(tmp_path):
 def test_unknown_benchmark_lists_the_registry():
     with pytest.raises(ValueError, match="unknown benchmark 'aime99'.*aime24, aime25, gsm8k, hmmt25, math500"):
         load_benchmark("aime99")
+
+
+def test_tiny_tokenizer_round_trips_through_a_model_folder(tmp_path):
+    """A model trained with the tiny tokenizer must see the same ids after save and load (qwen2 config)."""
+    from tapo.models import build_tiny, load_policy
+
+    model, tokenizer = build_tiny()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, loaded = load_policy(str(tmp_path))
+    text = "What is 18 + 7?\nStep 1: 18 + 7 = 25\nThe answer is \\boxed{25}."
+    assert loaded(text).input_ids == tokenizer(text).input_ids
+    messages = [{"role": "user", "content": "What is 3 * 4?"}]
+    assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )

@@ -66,6 +66,7 @@ class SamplingSection:
     top_p: float = 1.0
     batch_size: int = 32  # sequences per generate call (HF backend)
     backend: str = "auto"  # auto (vLLM on a CUDA GPU when installed, else hf) | hf | vllm
+    chat_template_kwargs: dict = field(default_factory=dict)  # e.g. {enable_thinking: false} for Qwen3
 
 
 @dataclass

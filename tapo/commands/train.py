@@ -9,11 +9,10 @@ def _run(args: argparse.Namespace) -> int:
     from tapo.config import load_config
 
     config = load_config(args.config, args.set)
-    if args.dry_run:
-        from tapo.train import build_dataset
+    if args.dry_run:  # validate without fetching: hub models and data sets are named, not downloaded
+        from tapo.validate import describe_run
 
-        dataset = build_dataset(config)
-        print(f"config OK: algorithm={config.algorithm} model={config.model.name} rows={len(dataset)}")
+        print("\n".join(describe_run(config, where=args.config)))
         return 0
     from tapo.train import run_training
 
@@ -31,5 +30,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--output-dir", help="run directory (default: output_dir of the config)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
-    train.add_argument("--dry-run", action="store_true", help="validate the config and load the data, then stop")
+    train.add_argument("--dry-run", action="store_true", help="validate the config (engine arguments, local data) without fetching or training, then stop")
     train.set_defaults(func=_run)

@@ -1,0 +1,104 @@
+"""`tapo coldstart train`: supervised fine-tuning on cold-start data with TRL's `SFTTrainer`.
+
+The data set is the JSONL of `tapo coldstart build`: conversational prompt-completion rows, which
+TRL tokenizes with the chat template and masks so that only the completion (the assistant turn)
+carries loss (`completion_only_loss`; prompt tokens get label -100). Defaults are the paper's
+(lr 5e-6, 50 warm-up steps, cosine decay, 3 epochs); the config's `sft` section overrides any
+SFTConfig field.
+
+DIR/
+  config.yaml       the resolved cold-start config (plus the data path)
+  metrics.jsonl     one JSON row per optimizer step
+  checkpoint-N/     Hugging Face checkpoints; `--resume` continues from the last one
+  model/            the fine-tuned model and tokenizer: `tapo train --set model.name=DIR/model`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from tapo.coldstart.config import ColdStartConfig, save_any_config, sft_settings
+from tapo.data.datasets import DataError
+
+MODEL_DIR = "model"
+
+
+def read_sft_rows(path: str | Path) -> list[dict]:
+    """The prompt / completion of every row of a cold-start JSONL; errors name the file, row and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cold-start data not found: {path} (make it with `tapo coldstart build`)")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} row {line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{where}: invalid JSON: {error.msg}") from None
+            for key in ("prompt", "completion"):
+                value = row.get(key) if isinstance(row, dict) else None
+                if not isinstance(value, list) or not value or not all(
+                    isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in value
+                ):
+                    raise DataError(f"{where}: '{key}' must be a non-empty list of chat messages (role, content)")
+            if row["completion"][-1]["role"] != "assistant":
+                raise DataError(f"{where}: the completion's last message must be the assistant's")
+            rows.append({"prompt": row["prompt"], "completion": row["completion"]})
+    if not rows:
+        raise DataError(f"{path}: no examples")
+    return rows
+
+
+def build_sft_trainer(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path):
+    """The configured `SFTTrainer` over the cold-start data (model from `config.model`)."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from tapo.callbacks import MetricsFileCallback
+    from tapo.models import load_policy
+
+    model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
+    tokenizer.padding_side = "right"  # training pads on the right; load_policy sets left for generation
+    rows = read_sft_rows(data)
+    if config.build.chat_template_kwargs:  # TRL applies a row's chat_template_kwargs when it tokenizes it
+        rows = [{**row, "chat_template_kwargs": config.build.chat_template_kwargs} for row in rows]
+    dataset = datasets.Dataset.from_list(rows)
+    args = SFTConfig(**sft_settings(config, output_dir=output_dir))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.add_callback(MetricsFileCallback(output_dir))
+    return trainer
+
+
+def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path | None = None,
+            resume: bool = False) -> Path:
+    """Fine-tune and save DIR/model; with `resume`, continue from the last checkpoint in DIR."""
+    from tapo.callbacks import METRICS_FILE, truncate_jsonl
+    from tapo.train import checkpoint_step, last_checkpoint
+
+    run_dir = Path(output_dir or config.output_dir)
+    config = replace(config, output_dir=str(run_dir))
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint-N folder in {run_dir}")
+    if not resume and ((run_dir / MODEL_DIR).exists() or last_checkpoint(run_dir) is not None):
+        raise FileExistsError(f"{run_dir} already holds a cold-start run; pass --resume or choose another --output-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        truncate_jsonl(run_dir / METRICS_FILE, after_step=checkpoint_step(checkpoint))
+    elif (run_dir / METRICS_FILE).exists():
+        (run_dir / METRICS_FILE).unlink()
+    save_any_config(config, run_dir / "config.yaml")
+    (run_dir / "data.json").write_text(json.dumps({"data": str(data)}) + "\n")
+    trainer = build_sft_trainer(config, data=data, output_dir=run_dir)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    model_dir = run_dir / MODEL_DIR
+    trainer.save_model(str(model_dir))
+    tokenizer = trainer.processing_class
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(model_dir))
+    return run_dir

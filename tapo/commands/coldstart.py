@@ -1,0 +1,103 @@
+"""`tapo coldstart build | train | run`: cold-start data from constructed trajectories, then SFT on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _config(args: argparse.Namespace):
+    from tapo.coldstart.config import load_coldstart_config
+
+    return load_coldstart_config(args.config, args.set)
+
+
+def _default_data(config) -> Path:
+    return Path(config.output_dir) / "data.jsonl"
+
+
+def _build(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.dry_run:
+        from tapo.validate import describe_coldstart
+
+        print("\n".join(describe_coldstart(config)))
+        return 0
+    from tapo.coldstart.build import build_coldstart
+
+    output = Path(args.output) if args.output else _default_data(config)
+    stats = build_coldstart(config, output=output, progress=True)
+    _print_build(stats)
+    return 0
+
+
+def _print_build(stats: dict) -> None:
+    examples = stats["examples"]
+    print(
+        f"queries {stats['queries']}, eligible {stats['eligible']}, constructed {stats['constructed']}, "
+        f"kept {stats['kept']} -> {examples['trajectory']} trajectory + {examples['synthesis']} synthesis examples"
+    )
+    if stats["failed"]:
+        print(f"failed constructions: {json.dumps(stats['failed'])}")
+    if "teacher" in stats:
+        print(f"teacher endpoint: {json.dumps(stats['teacher'])}")
+    print(f"data: {stats['output']} (stats: {Path(stats['output']).with_suffix('.stats.json')})")
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from tapo.coldstart.sft import run_sft
+
+    data = Path(args.data) if args.data else _default_data(config)
+    run_dir = run_sft(config, data=data, output_dir=args.output_dir, resume=args.resume)
+    print(f"cold-start model: {run_dir / 'model'} (use it with: tapo train --set model.name={run_dir / 'model'})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from tapo.coldstart.build import build_coldstart
+    from tapo.coldstart.sft import run_sft
+
+    run_dir = Path(args.output_dir or config.output_dir)
+    data = run_dir / "data.jsonl"
+    if not (args.resume and data.is_file()):
+        _print_build(build_coldstart(config, output=data, progress=True))
+    run_sft(config, data=data, output_dir=run_dir, resume=args.resume)
+    print(f"cold-start model: {run_dir / 'model'} (use it with: tapo train --set model.name={run_dir / 'model'})")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML cold-start config (see recipes/coldstart-demo.yaml)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set build.samples=4 --set sft.num_train_epochs=1 (repeatable)",
+    )
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    coldstart = commands.add_parser(
+        "coldstart", help="build cold-start SFT data from constructed trajectories and fine-tune on it"
+    )
+    steps = coldstart.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    build = steps.add_parser("build", help="sample, pair, construct: write a JSONL of SFT examples")
+    _common(build)
+    build.add_argument("--output", help="the JSONL to write (default: OUTPUT_DIR/data.jsonl of the config)")
+    build.add_argument("--dry-run", action="store_true", help="validate the config (no model, data or endpoint is fetched)")
+    build.set_defaults(func=_build)
+
+    train = steps.add_parser("train", help="supervised fine-tuning (TRL SFTTrainer) on cold-start data")
+    _common(train)
+    train.add_argument("--data", help="the JSONL of `tapo coldstart build` (default: OUTPUT_DIR/data.jsonl)")
+    train.add_argument("--output-dir", help="run directory; the model lands in DIR/model (default: output_dir)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
+    train.set_defaults(func=_train)
+
+    run = steps.add_parser("run", help="build, then train, into one run directory")
+    _common(run)
+    run.add_argument("--output-dir", help="run directory: DIR/data.jsonl and DIR/model (default: output_dir)")
+    run.add_argument("--resume", action="store_true", help="reuse DIR/data.jsonl and continue the training")
+    run.set_defaults(func=_run)

@@ -1,0 +1,81 @@
+"""The paper-in-miniature benchmark in its smoke mode: the outputs exist and are consistent across arms."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("miniature") / "smoke"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/paper_miniature.py", "--smoke", "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_outputs_exist(smoke):
+    assert (smoke / "results.md").read_text().startswith("# GRPO vs TAPO in miniature")
+    assert (smoke / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((smoke / "results.json").read_text())
+    table = (smoke / "results.md").read_text()
+    for arm in results["arms"]:
+        assert f"| {arm} |" in table
+    assert set(results["arms"]) == {"grpo", "tapo_ref_original"}
+
+
+def test_arms_are_comparable(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    run = results["runs"]["0"]
+    arms = results["arms"]
+    assert {run[a]["steps_trained"] for a in arms} == {2}
+    assert {run[a]["final_step"] for a in arms} == {2}
+    assert {tuple(sorted(run[a]["curve"])) for a in arms} == {("0", "2")}
+    # every arm (and every checkpoint) is evaluated on the same held-out problems, all from the test split
+    ids = results["heldout_problem_ids"]
+    assert len(ids) == results["eval"]["n_problems"] and all(i.startswith("arith-test-") for i in ids)
+    for arm in arms:
+        assert run[arm]["final"]["problem_ids"] == ids
+        assert run[arm]["curve"]["0"] == run["start_eval"]["pass_at_1"]  # same start, same sampling seed
+        assert run[arm]["final"]["n_responses"] == len(ids) * results["eval"]["samples"]
+    # the run directories hold the same data order: the same first-step prompts for both arms
+    lengths = {a: len((smoke / "runs" / "seed0" / a / "metrics.jsonl").read_text().splitlines()) for a in arms}
+    assert set(lengths.values()) == {2}
+
+
+def test_numbers_in_range(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    run = results["runs"]["0"]
+    for arm in results["arms"]:
+        final = run[arm]["final"]
+        assert 0.0 <= final["pass_at_1"] <= 1.0
+        assert 0.0 < final["mean_length"] <= results["config"]["max_completion_length"]
+        for key in ("direct_solution_rate", "effective_reflection_rate", "reflection_rate"):
+            assert final[key] is None or 0.0 <= final[key] <= 1.0
+        for value in run[arm]["curve"].values():
+            assert 0.0 <= value <= 1.0
+        assert final["n_correct"] == round(final["pass_at_1"] * final["n_responses"])
+
+
+def test_tapo_arms_report_counters_grpo_does_not(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    run = results["runs"]["0"]
+    assert run["grpo"]["counters"] == {}
+    counters = run["tapo_ref_original"]["counters"]
+    assert 0.0 <= counters["eligible_share"] <= 1.0
+    assert counters["constructions_per_step"] >= 0.0
+    summary = results["summary"]
+    assert summary["grpo"]["counters"] == {}
+    assert "eligible_share" in summary["tapo_ref_original"]["counters"]
+    assert "verdict_vs_grpo" in summary["tapo_ref_original"]
