@@ -9,8 +9,7 @@ import argparse
 import importlib
 import sys
 
-# Order is the order `tapo --help` lists them in. A module is skipped until it exists, so the
-# list can name commands being written in parallel.
+# Order is the order `tapo --help` lists them in.
 COMMAND_MODULES = ("train", "coldstart", "filter", "eval", "analyze", "compare", "report")
 
 
@@ -20,13 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tapo.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"tapo.commands.{name}":
-                raise
-            continue
-        module.register(commands)
+        importlib.import_module(f"tapo.commands.{name}").register(commands)
     return parser
 
 

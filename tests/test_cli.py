@@ -146,3 +146,10 @@ def test_two_processes_with_groups_spanning_both(tmp_path):
     built = sum(round(r["tapo/pairs"] * r.get("tapo/parsed_frac", 0.0)) for r in rows)
     assert len(records) == built  # logged once, not once per process
     assert all(r["reward"] == 1.0 for r in records)
+
+
+def test_help_lists_every_command():
+    result = tapo("--help", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for command in ("train", "coldstart", "filter", "eval", "analyze", "compare", "report"):
+        assert f"    {command}" in result.stdout, command
