@@ -143,7 +143,7 @@ def warm_start(task: TaskSpec, warm: WarmStartSpec, *, target: float, check_ever
     from tapo.data.arithmetic import generate_problems
     from tapo.models import build_tiny
     from tapo.rewards import math_reward
-    from tapo.warmstart import sft_examples
+    from tapo.warmstart import sft_batch_loss, sft_examples
 
     torch.manual_seed(warm.seed)
     model, tokenizer = build_tiny(seed=warm.seed, hidden_size=warm.hidden_size, num_layers=warm.num_layers)
@@ -166,7 +166,7 @@ def warm_start(task: TaskSpec, warm: WarmStartSpec, *, target: float, check_ever
             step += 1
             for group in optimizer.param_groups:
                 group["lr"] = warm.learning_rate * min(1.0, step / 20)
-            loss = _sft_loss(model, tokenizer, rng.sample(examples, min(warm.batch_size, len(examples))))
+            loss = sft_batch_loss(model, tokenizer, rng.sample(examples, min(warm.batch_size, len(examples))))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -181,18 +181,6 @@ def warm_start(task: TaskSpec, warm: WarmStartSpec, *, target: float, check_ever
         if accuracy >= target:
             break
     return model, tokenizer, {"warm_steps": step, "warm_check_accuracy": accuracy, "warm_history": history}
-
-
-def _sft_loss(model, tokenizer, chunk: list[tuple[list[int], int]]):
-    width = max(len(ids) for ids, _ in chunk)
-    input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id)  # [B, W]
-    labels = torch.full((len(chunk), width), -100)  # [B, W] -100 = no loss
-    attention = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, W]
-    for row, (ids, prompt_len) in enumerate(chunk):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-        attention[row, : len(ids)] = 1
-    return model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
 
 
 def build_start_model(task: TaskSpec, warm: WarmStartSpec, cold: ColdStartSpec | None, *, target: float = 0.5,

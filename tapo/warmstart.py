@@ -51,6 +51,19 @@ def sft_examples(tokenizer, problems, *, instruction: str = DEFAULT_INSTRUCTION)
     return examples
 
 
+def sft_batch_loss(model, tokenizer, chunk: list[tuple[list[int], int]]):
+    """Next-token loss of a batch of (ids, prompt length) examples, on the response tokens only."""
+    width = max(len(ids) for ids, _ in chunk)
+    input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id)  # [B, W]
+    labels = torch.full((len(chunk), width), -100)  # [B, W] -100 = no loss
+    attention = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, W]
+    for row, (ids, prompt_len) in enumerate(chunk):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        attention[row, : len(ids)] = 1
+    return model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+
+
 def supervised_train(model, tokenizer, examples, *, steps: int, batch_size: int, learning_rate: float, seed: int):
     """Plain next-token training with the loss on response tokens only; returns the last loss."""
     rng = random.Random(seed)
@@ -59,16 +72,7 @@ def supervised_train(model, tokenizer, examples, *, steps: int, batch_size: int,
     model.train()
     loss = torch.tensor(0.0)
     for _ in range(steps):
-        chunk = rng.sample(examples, min(batch_size, len(examples)))
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id)  # [B, W]
-        labels = torch.full((len(chunk), width), -100)  # [B, W] -100 = no loss
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, W]
-        for row, (ids, prompt_len) in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-            attention[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss = sft_batch_loss(model, tokenizer, rng.sample(examples, min(batch_size, len(examples))))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

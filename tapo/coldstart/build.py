@@ -264,20 +264,13 @@ def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output:
 
 def sample_and_score(config: ColdStartConfig, queries: Sequence[Query], *, sampler, progress: bool):
     """(sample texts per query, rewards per query): K samples of the ordinary training prompt."""
-    from tapo.coldstart.sampling import sample_groups
+    from tapo.coldstart.sampling import chat_prompt_ids, sample_groups
     from tapo.evaluation.sample import SamplingSettings
     from tapo.rewards import math_reward
 
     build = config.build
     tokenizer = sampler.tokenizer
-    prompt_ids = [
-        list(tokenizer.encode(
-            tokenizer.apply_chat_template(
-                q.prompt, tokenize=False, add_generation_prompt=True, **build.chat_template_kwargs
-            ), add_special_tokens=False
-        ))
-        for q in queries
-    ]
+    prompt_ids = [chat_prompt_ids(tokenizer, q.prompt, **build.chat_template_kwargs) for q in queries]
     settings = SamplingSettings(temperature=build.temperature, top_p=build.top_p, max_tokens=build.max_new_tokens)
     groups = sample_groups(
         sampler, prompt_ids, n=build.samples, settings=settings, seed=config.seed, batch_size=build.batch_size,

@@ -74,3 +74,9 @@ def generate_fn(
         return out
 
     return generate
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict], **template_kwargs) -> list[int]:
+    """Token ids of a chat prompt with the assistant turn open (`template_kwargs`, e.g. enable_thinking)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+    return list(tokenizer.encode(text, add_special_tokens=False))
