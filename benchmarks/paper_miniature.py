@@ -3,16 +3,20 @@
     .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature              # full: 3 seeds, 5 arms
     .venv/bin/python benchmarks/paper_miniature.py --smoke --output /tmp/mini-smoke          # < 2 min, the test suite
     .venv/bin/python benchmarks/paper_miniature.py --seeds 3,4,5 --n-steps 3 --max-operand 6 --output runs/other
+    .venv/bin/python benchmarks/paper_miniature.py --construction self --arms grpo,tapo --output runs/mini-self
 
 What it does, in order:
 1. Builds (or finds cached) the starting model: a tiny Qwen2 trained from scratch on the arithmetic
    task at the chosen difficulty (`tapo.warmstart.miniature_spec`) until its sampled accuracy on
-   unseen train-split problems reaches --start-target (default 0.5); with --cold-start, then
-   fine-tuned on `aligned` trajectories of its own wrong answers (`tapo.experiment.build_start_model`).
+   unseen train-split problems reaches --start-target (default 0.5); then the cold start of
+   `tapo.coldstart` (build + SFT, as `tapo coldstart run`): `aligned` trajectories of its own wrong
+   answers, synthesis examples and plain right answers (`tapo.experiment.build_start_model`;
+   --no-cold-start skips it).
 2. For every seed, trains every arm from that same model for the same number of steps, with the same
    data, data order and trainer seed (`tapo.train.run_training`; a finished arm is not retrained):
    grpo; tapo (paper-literal: reflection-group baseline, DAE, OTS); tapo_no_dae (`decoupled: false`);
-   tapo_no_ots (`ots: false`); tapo_ref_original (`ref_baseline: original`). Constructions: `aligned`.
+   tapo_no_ots (`ots: false`); tapo_ref_original (`ref_baseline: original`). Constructions: `aligned`
+   (rule-based), or `self` (--construction self: the policy writes them from the synthesis prompt).
 3. Evaluates the starting model and every saved checkpoint on the same held-out problems with the
    same sampling seed and the training temperature: Pass@1, mean response length, direct solution
    rate and effective reflection rate (marker classifier, `tapo.evaluation`).
@@ -49,6 +53,7 @@ ARMS = {
 }
 TAPO_COUNTERS = {  # metrics.jsonl key -> short name; means over the steps that logged the key
     "tapo/eligible_frac": "eligible_share",
+    "tapo/parsed_frac": "parse_rate",
     "tapo/pairs": "constructions_per_step",
     "tapo/ref_groups_degenerate_frac": "degenerate_ref_group_share",
     "tapo/ref_correct_frac": "ref_correct_share",
@@ -77,14 +82,14 @@ def base_raw(args, model_folder: Path) -> dict:
     }
 
 
-def arm_raw(base: dict, arm: str, seed: int) -> dict:
+def arm_raw(base: dict, arm: str, seed: int, *, construction: str = "aligned", synthesis_extra_tokens: int = 16) -> dict:
     raw = json.loads(json.dumps(base))
     raw["seed"] = seed
     if ARMS[arm] is not None:
         raw["algorithm"] = "tapo"
-        # The paper's DCS thresholds and m_max (DESIGN section 1); aligned constructions.
-        raw["tapo"] = {"construction": "aligned", "n_pos": 2, "n_neg": 4, "m_max": 4, "synthesis_extra_tokens": 16,
-                       **ARMS[arm]}
+        # The paper's DCS thresholds and m_max (DESIGN section 1).
+        raw["tapo"] = {"construction": construction, "n_pos": 2, "n_neg": 4, "m_max": 4,
+                       "synthesis_extra_tokens": synthesis_extra_tokens, **ARMS[arm]}
     return raw
 
 
@@ -245,16 +250,16 @@ def markdown(results: dict, summary: dict, command: str) -> str:
     lines += [
         "TAPO counters from metrics.jsonl (means over steps, then over seeds; GRPO logs none):",
         "",
-        "| arm | eligible share | constructions / step | degenerate reflection groups | constructions right | OTS w mean | mean A_ref |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | eligible share | constructions / step | parse rate | degenerate reflection groups | constructions right | OTS w mean | mean A_ref |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, row in summary.items():
         c = row["counters"]
         if not c:
-            lines.append(f"| {arm} | — | — | — | — | — | — |")
+            lines.append(f"| {arm} | — | — | — | — | — | — | — |")
             continue
         lines.append(
-            f"| {arm} | {fmt(c.get('eligible_share'))} | {fmt(c.get('constructions_per_step'), pct=False)} | "
+            f"| {arm} | {fmt(c.get('eligible_share'))} | {fmt(c.get('constructions_per_step'), pct=False)} | {fmt(c.get('parse_rate'))} | "
             f"{fmt(c.get('degenerate_ref_group_share'))} | {fmt(c.get('ref_correct_share'))} | "
             f"{fmt(c.get('ots_w_mean'), pct=False)} | {fmt(c.get('ref_adv_mean'), pct=False)} |"
         )
@@ -333,15 +338,20 @@ def parse_args(argv=None):
     parser.add_argument("--eval-problems", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--start-model", default=None, help="a model folder to start from instead of building one")
-    parser.add_argument("--cold-start", action="store_true",
-                        help="after the warm start, SFT on aligned trajectories of the model's own wrong answers "
-                             "(tapo.experiment.cold_start; off by default: not yet validated, see RESULTS_miniature.md)")
+    parser.add_argument("--no-cold-start", dest="cold_start", action="store_false",
+                        help="start RL from the warm-started model, without the cold start (tapo.experiment.cold_start)")
+    parser.add_argument("--construction", default="aligned", choices=("aligned", "self"),
+                        help="how TAPO arms construct: aligned (rule-based) or self (the policy's own synthesis)")
+    parser.add_argument("--synthesis-extra-tokens", type=int, default=None,
+                        help="synthesis budget beyond the rollout budget (default 16 for aligned, 128 for self)")
     parser.add_argument("--start-target", type=float, default=0.5,
                         help="the warm start stops once sampled accuracy (temperature 1, train-split checks) reaches this")
     parser.add_argument("--smoke", action="store_true",
                         help="one seed, 2 arms (grpo, tapo_ref_original unless --arms), 2 steps each, a small "
                              "starting model, a tiny evaluation (the test suite)")
     args = parser.parse_args(argv)
+    if args.synthesis_extra_tokens is None:
+        args.synthesis_extra_tokens = 128 if args.construction == "self" else 16
     if args.smoke:
         args.seeds = args.seeds if args.seeds != "0,1,2" else "0"
         args.arms = args.arms if args.arms != ",".join(ARMS) else "grpo,tapo_ref_original"
@@ -353,7 +363,7 @@ def parse_args(argv=None):
 
 
 def starting_model(args) -> tuple[Path, dict]:
-    from tapo.experiment import ColdStartSpec, TaskSpec, build_start_model
+    from tapo.experiment import SELF_COLD_START, ColdStartSpec, TaskSpec, build_start_model
     from tapo.warmstart import miniature_spec
 
     task = TaskSpec(n_steps=args.n_steps, max_operand=args.max_operand)
@@ -361,8 +371,9 @@ def starting_model(args) -> tuple[Path, dict]:
         return Path(args.start_model), {"folder": args.start_model, "built": False}
     warm = miniature_spec(n_steps=args.n_steps, max_operand=args.max_operand, smoke=args.smoke)
     cold = None if not args.cold_start else (
-        ColdStartSpec(n_queries=32, samples=2, steps=10) if args.smoke else ColdStartSpec()
-    )
+        ColdStartSpec(n_queries=32, samples=2, epochs=2, batch_size=16) if args.smoke
+        else SELF_COLD_START if args.construction == "self" else ColdStartSpec()
+    )  # `self` needs the synthesis format, so its cold start mixes in synthesis examples
     started = time.perf_counter()
     folder = build_start_model(task, warm, cold, target=args.start_target, check_problems=8 if args.smoke else 48)
     info = {"folder": str(folder), "warm_start": asdict(warm), "cold_start": asdict(cold) if cold else None,
@@ -412,7 +423,9 @@ def main(argv=None) -> dict:
         per_seed = {}
         for arm in arms:
             run_dir = out / "runs" / f"seed{seed}" / arm
-            seconds = train_arm(arm_raw(base, arm, seed), run_dir)
+            raw = arm_raw(base, arm, seed, construction=args.construction,
+                          synthesis_extra_tokens=args.synthesis_extra_tokens)
+            seconds = train_arm(raw, run_dir)
             rows = read_metrics(run_dir)
             evals = evaluate_run(run_dir, problems, seed_spec, cache_file=run_dir / "heldout_eval.json")
             final_step = max(evals)

@@ -2,18 +2,15 @@
 
 - A *starting model* for the built-in arithmetic task, built from scratch and cached: a supervised warm
   start (`tapo.warmstart`, the `miniature_spec` preset) stopped once its sampled accuracy reaches a
-  target (`warm_start`), so DCS fires at any difficulty; optionally (`cold_start`, not yet validated)
-  a cold start in the paper's sense on rule-based `aligned` constructions: the warm model samples
-  answers to training problems, each wrong one is cut after its first wrong step and continued with a
-  templated reflection and the right steps, and the model is fine-tuned on those trajectories mixed
-  with reference solutions, so that it has seen the reflection format.
+  target (`warm_start`), so DCS fires at any difficulty; then (`cold_start`) the cold start of
+  `tapo.coldstart`, the same code as `tapo coldstart run`: the warm model samples answers to training
+  problems, each (wrong, right) pair becomes an `aligned` micro-reflective trajectory (the wrong answer
+  cut after its first wrong step, a templated reflection, the right steps), and the model is fine-tuned
+  with TRL's SFTTrainer (completion-only loss) on those trajectories, synthesis ("IFT-format") examples
+  and plain right answers, so that it has seen both the reflection and the synthesis formats.
 - A held-out *evaluator*: the same problems, sampling seed and temperature for every checkpoint of
   every arm; Pass@1, mean response length, and the direct solution / effective reflection rates of
   `tapo.evaluation.analysis` with the marker classifier.
-
-The cold start here is our own small SFT loop (`tapo.warmstart.supervised_train`) on `aligned`
-trajectory examples, written before `tapo.coldstart` (build_coldstart + run_sft) landed; the synthesis
-("IFT-format") half of the paper's cold start is left out because `aligned` needs no synthesis prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -44,21 +40,63 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class ColdStartSpec:
-    """Cold start on `aligned` trajectories built from the warm model's own wrong answers."""
+    """The miniature's cold start: `tapo coldstart` build + SFT from the warm model (DESIGN 1.7)."""
 
-    n_queries: int = 256  # training problems the warm model answers
-    samples: int = 4  # answers per problem
-    max_per_query: int = 2  # trajectories kept per problem
-    reference_share: float = 0.5  # share of reference solutions in the SFT mix
-    steps: int = 150
+    n_queries: int = 512  # training problems the warm model answers
+    samples: int = 4  # answers per problem (K); a pair needs one right and one wrong answer
+    # trajectory : synthesis : plain examples. Plain right answers (no reflection) keep the model from
+    # reflecting on every answer, so that direct solving and effective reflection can both be measured.
+    # No synthesis examples by default: `aligned` needs none, and the paper's 2 : 1 mix (SELF_COLD_START)
+    # measurably breaks this 2-layer model (held-out Pass@1 0.57 -> 0.23, synthesis loss stuck near 3.2;
+    # benchmarks/RESULTS_miniature.md).
+    mix: tuple = (("trajectory", 1), ("plain", 1))
+    learning_rate: float = 3e-4  # a from-scratch 2-layer model, not the paper's 7B (5e-6)
+    epochs: float = 12.0  # the reflection phrases are new English text to this model: it needs many passes
     batch_size: int = 32
-    learning_rate: float = 5e-4
-    temperature: float = 1.0
-    max_new_tokens: int = 48
+    max_new_tokens: int = 64
     seed: int = 0
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+# The paper's mix (trajectory : synthesis 2 : 1) plus plain answers: the cold start for `self` constructions.
+SELF_COLD_START = ColdStartSpec(mix=(("trajectory", 2), ("synthesis", 1), ("plain", 2)))
+
+
+def coldstart_config(model: str | Path, task: TaskSpec, cold: ColdStartSpec, *, output_dir: str | Path):
+    """The `tapo.coldstart` config of the miniature's cold start (what `tapo coldstart run` would read)."""
+    from tapo.coldstart.config import build_coldstart_config
+
+    raw = {
+        "seed": cold.seed,
+        "output_dir": str(output_dir),
+        "model": {"name": str(model)},
+        # Other problems than the RL run's (data_seed 0), from the same train split.
+        "data": {"source": "builtin:arithmetic", "n": cold.n_queries, "data_seed": 1000 + cold.seed,
+                 "n_steps": task.n_steps, "max_operand": task.max_operand},
+        "build": {"construction": "aligned", "samples": cold.samples, "max_new_tokens": cold.max_new_tokens,
+                  "temperature": 1.0, "batch_size": 64, "backend": "hf", "positive_source": "policy",
+                  "n_pos": 1, "n_neg": 1, "mix": dict(cold.mix)},
+        "sft": {"learning_rate": cold.learning_rate, "warmup_steps": 10, "lr_scheduler_type": "cosine",
+                "num_train_epochs": cold.epochs, "per_device_train_batch_size": cold.batch_size,
+                "max_length": 2048, "save_strategy": "no", "logging_steps": 5},
+    }
+    return build_coldstart_config(raw, where="paper miniature cold start")
+
+
+def cold_start(warm_folder: Path, task: TaskSpec, cold: ColdStartSpec, *, work_dir: Path) -> tuple[Path, dict]:
+    """Build the cold-start data from the warm model and fine-tune it: (model folder, build stats)."""
+    from tapo.coldstart.build import build_coldstart
+    from tapo.coldstart.sft import run_sft
+
+    shutil.rmtree(work_dir, ignore_errors=True)
+    config = coldstart_config(warm_folder, task, cold, output_dir=work_dir / "sft")
+    stats = build_coldstart(config, output=work_dir / "data.jsonl")
+    if not stats["kept"]:
+        raise RuntimeError(f"cold start: no construction was kept from {warm_folder} ({stats})")
+    run_dir = run_sft(config, data=work_dir / "data.jsonl")
+    return run_dir / "model", stats
 
 
 def start_model_key(task: TaskSpec, warm: WarmStartSpec, cold: ColdStartSpec | None) -> str:
@@ -86,49 +124,6 @@ def sample_texts(model, tokenizer, questions: list[str], *, max_new_tokens: int,
     texts = tokenizer.batch_decode(outs, skip_special_tokens=True)
     lengths = [len(o) - (1 if o and o[-1] == tokenizer.eos_token_id else 0) for o in outs]
     return texts, lengths
-
-
-def aligned_examples(problems, texts: list[str], *, samples: int, max_per_query: int, rng: random.Random) -> list:
-    """(question, trajectory) pairs: each wrong answer cut after its first wrong step and continued right."""
-    from tapo.data.arithmetic import aligned_correction
-
-    out = []
-    for i, problem in enumerate(problems):
-        made = []
-        for text in texts[i * samples : (i + 1) * samples]:
-            corrected = aligned_correction(problem, text)
-            if corrected is not None:
-                prefix, _, continuation = corrected
-                made.append(SimpleNamespace(question=problem.question, solution=prefix + continuation))
-        rng.shuffle(made)
-        out.extend(made[:max_per_query])
-    return out
-
-
-def cold_start(model, tokenizer, task: TaskSpec, cold: ColdStartSpec) -> dict:
-    """Fine-tune `model` in place on aligned trajectories of its own wrong answers (+ references)."""
-    from tapo.data.arithmetic import generate_problems
-    from tapo.warmstart import sft_examples, supervised_train
-
-    problems = generate_problems(
-        split="train", n=cold.n_queries, seed=cold.seed + 1, n_steps=task.n_steps, max_operand=task.max_operand
-    )
-    questions = [p.question for p in problems for _ in range(cold.samples)]
-    texts, _ = sample_texts(
-        model, tokenizer, questions, max_new_tokens=cold.max_new_tokens, temperature=cold.temperature, seed=cold.seed
-    )
-    rng = random.Random(cold.seed)
-    trajectories = aligned_examples(problems, texts, samples=cold.samples, max_per_query=cold.max_per_query, rng=rng)
-    if not trajectories:
-        raise RuntimeError("cold start: the warm model made no wrong answer that `aligned` could correct")
-    n_ref = round(len(trajectories) * cold.reference_share / max(1e-9, 1 - cold.reference_share))
-    references = rng.sample(problems, min(n_ref, len(problems)))
-    examples = sft_examples(tokenizer, trajectories) + sft_examples(tokenizer, references)
-    loss = supervised_train(
-        model, tokenizer, examples, steps=cold.steps, batch_size=cold.batch_size,
-        learning_rate=cold.learning_rate, seed=cold.seed,
-    )
-    return {"trajectory_examples": len(trajectories), "reference_examples": len(references), "final_loss": loss}
 
 
 def warm_start(task: TaskSpec, warm: WarmStartSpec, *, target: float, check_every: int = 50,
@@ -193,7 +188,7 @@ def build_start_model(task: TaskSpec, warm: WarmStartSpec, cold: ColdStartSpec |
     root = cache or cache_dir()
     tag = f"t{int(round(target * 100))}" + (f"c{check_problems}" if check_problems != 48 else "")
     warm_folder = root / f"miniature-warm-v3-{start_model_key(task, warm, None)}-{tag}"
-    folder = warm_folder if cold is None else root / f"miniature-start-v3-{start_model_key(task, warm, cold)}-{tag}"
+    folder = warm_folder if cold is None else root / f"miniature-start-v4-{start_model_key(task, warm, cold)}-{tag}"
     if (folder / "config.json").is_file():
         return folder
     with torch.random.fork_rng(devices=[]):
@@ -205,14 +200,15 @@ def build_start_model(task: TaskSpec, warm: WarmStartSpec, cold: ColdStartSpec |
             _save(model, tokenizer, meta, warm_folder)
         if cold is None:
             return warm_folder
-        from tapo.models import load_policy
-
         started = time.perf_counter()
-        model, tokenizer = load_policy(str(warm_folder))
-        torch.manual_seed(cold.seed)
+        work = folder.with_name(folder.name + ".work")
+        model_dir, stats = cold_start(warm_folder, task, cold, work_dir=work)
         info = json.loads((warm_folder / "start_model.json").read_text())
-        info.update(cold_start(model, tokenizer, task, cold), cold=asdict(cold), cold_seconds=time.perf_counter() - started)
-        _save(model, tokenizer, info, folder)
+        info.update(cold=asdict(cold), cold_build=stats, cold_seconds=time.perf_counter() - started)
+        (model_dir / "start_model.json").write_text(json.dumps(info, indent=2))
+        shutil.copy(work / "data.jsonl", model_dir / "coldstart_data.jsonl")
+        model_dir.rename(folder)  # atomic: an interrupted build never leaves a half-written folder
+        shutil.rmtree(work, ignore_errors=True)
     return folder
 
 

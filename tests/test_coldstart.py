@@ -86,10 +86,11 @@ def test_choose_pair_sources_and_eligibility():
 
 
 def test_mix_counts_follow_the_ratio():
-    assert mix_counts(12, {"trajectory": 2, "synthesis": 1}) == (12, 6)
-    assert mix_counts(12, {"trajectory": 1, "synthesis": 1}) == (12, 12)
-    assert mix_counts(12, {"synthesis": 1}) == (0, 12)
-    assert mix_counts(0, {"trajectory": 2, "synthesis": 1}) == (0, 0)
+    assert mix_counts(12, {"trajectory": 2, "synthesis": 1}) == {"trajectory": 12, "synthesis": 6, "plain": 0}
+    assert mix_counts(12, {"trajectory": 1, "synthesis": 1}) == {"trajectory": 12, "synthesis": 12, "plain": 0}
+    assert mix_counts(12, {"synthesis": 1}) == {"trajectory": 0, "synthesis": 12, "plain": 0}
+    assert mix_counts(0, {"trajectory": 2, "synthesis": 1}) == {"trajectory": 0, "synthesis": 0, "plain": 0}
+    assert mix_counts(12, {"trajectory": 2, "plain": 1}) == {"trajectory": 12, "synthesis": 0, "plain": 6}
 
 
 def test_config_errors_name_the_key():
@@ -150,7 +151,25 @@ def test_build_without_sampling_uses_synthetic_negatives(tmp_path):
                             "mix": {"trajectory": 1, "synthesis": 1}})
     stats = build_coldstart(config, output=tmp_path / "d.jsonl")
     assert stats["eligible"] == stats["kept"] == 12 and stats["negative_source"] == {"synthetic": 12}
-    assert stats["examples"] == {"trajectory": 12, "synthesis": 12}
+    assert stats["examples"] == {"trajectory": 12, "synthesis": 12, "plain": 0}
+
+
+def test_plain_examples_are_the_right_answer_without_reflection(tmp_path):
+    config = _config(build={"samples": 0, "synthetic_negative": "always", "positive_source": "reference",
+                            "mix": {"trajectory": 2, "plain": 1}})
+    stats = build_coldstart(config, output=tmp_path / "d.jsonl")
+    assert stats["examples"] == {"trajectory": 12, "synthesis": 0, "plain": 6}
+    plain = [r for r in _rows(tmp_path / "d.jsonl") if r["kind"] == "plain"]
+    trajectories = {r["query_id"]: r for r in _rows(tmp_path / "d.jsonl") if r["kind"] == "trajectory"}
+    for row in plain:
+        text = row["completion"][0]["content"]
+        assert text == row["positive"] and "Wait" not in text
+        assert row["prompt"] == trajectories[row["query_id"]]["prompt"]  # the ordinary training prompt
+
+
+def test_mix_with_an_unknown_kind_is_an_error():
+    with pytest.raises(ConfigError, match=r"build.mix must map trajectory, synthesis and/or plain"):
+        _config(build={"mix": {"trajectory": 1, "plan": 1}})
 
 
 def test_synthesis_example_is_dropped_when_it_would_not_round_trip():

@@ -37,7 +37,7 @@ from tapo.core.selection import select_pairs, split_group
 from tapo.core.synthesis import SELF_TEMPLATE, build_self_prompt, parse_synthesis
 from tapo.core.types import ConstructedTrajectory, ConstructionPair, ConstructionRequest
 
-KINDS = ("trajectory", "synthesis")
+KINDS = ("trajectory", "synthesis", "plain")
 SYNTHETIC = -1  # negative_index of a corrupted reference (not one of the K samples)
 REFERENCE = -1  # positive_index of the gold reference solution
 
@@ -111,19 +111,19 @@ def choose_pair(
     return Choice(rng.choice(negatives), REFERENCE)
 
 
-def mix_counts(kept: int, mix: dict) -> tuple[int, int]:
-    """(trajectory examples, synthesis examples) from `kept` constructions in the ratio `mix`.
+def mix_counts(kept: int, mix: dict) -> dict[str, int]:
+    """Examples per kind (trajectory, synthesis, plain) from `kept` constructions in the ratio `mix`.
 
-    The larger weight uses every construction; the other is scaled down (rounded).
+    The largest weight uses every construction; the others are scaled down (rounded).
 
-    >>> mix_counts(10, {"trajectory": 2, "synthesis": 1}), mix_counts(10, {"trajectory": 1, "synthesis": 2})
-    ((10, 5), (5, 10))
-    >>> mix_counts(7, {"trajectory": 1})
-    (7, 0)
+    >>> mix_counts(10, {"trajectory": 2, "synthesis": 1})
+    {'trajectory': 10, 'synthesis': 5, 'plain': 0}
+    >>> mix_counts(10, {"trajectory": 2, "synthesis": 1, "plain": 2})
+    {'trajectory': 10, 'synthesis': 5, 'plain': 10}
     """
-    w_traj, w_syn = float(mix.get("trajectory", 0)), float(mix.get("synthesis", 0))
-    scale = kept / max(w_traj, w_syn)
-    return round(scale * w_traj), round(scale * w_syn)
+    weights = {kind: float(mix.get(kind, 0)) for kind in KINDS}
+    scale = kept / max(weights.values())
+    return {kind: round(scale * w) for kind, w in weights.items()}
 
 
 def load_queries(config) -> list[Query]:
@@ -211,6 +211,20 @@ def trajectory_example(query: Query, trajectory: ConstructedTrajectory, provenan
         "kind": "trajectory",
         "prompt": query.prompt,
         "completion": [{"role": "assistant", "content": trajectory.text}],
+        **provenance,
+    }
+
+
+def plain_example(query: Query, positive_text: str, provenance: dict) -> dict:
+    """Ordinary training prompt -> the pair's right answer y+ itself, without reflection.
+
+    Mixed in (`mix: {plain: w}`) so the model does not learn to reflect on every answer; the paper's
+    cold start has only trajectory and synthesis examples, so the default weight is 0.
+    """
+    return {
+        "kind": "plain",
+        "prompt": query.prompt,
+        "completion": [{"role": "assistant", "content": positive_text}],
         **provenance,
     }
 
@@ -332,12 +346,11 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
     constructed_at = time.perf_counter()
 
     by_id = {q.id: q for q in queries}
-    n_traj, n_syn = mix_counts(len(kept), build.mix)
+    counts = mix_counts(len(kept), build.mix)
     mix_rng = random.Random(f"tapo/coldstart/mix/seed={config.seed}")
-    for_traj = sorted(mix_rng.sample(range(len(kept)), n_traj))
-    for_syn = sorted(mix_rng.sample(range(len(kept)), n_syn))
+    chosen_by_kind = {kind: sorted(mix_rng.sample(range(len(kept)), counts[kind])) for kind in KINDS}
     rows, not_roundtrip = [], 0
-    for kind, chosen in (("trajectory", for_traj), ("synthesis", for_syn)):
+    for kind, chosen in chosen_by_kind.items():
         for j in chosen:
             i, trajectory = kept[j]
             request = requests[i]
@@ -348,12 +361,14 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
             }
             if kind == "trajectory":
                 rows.append(trajectory_example(by_id[request.pair.query_id], trajectory, provenance))
-                continue
-            example = synthesis_example(request, trajectory, provenance, template=template)
-            if example is None:
-                not_roundtrip += 1
+            elif kind == "plain":
+                rows.append(plain_example(by_id[request.pair.query_id], request.positive_text, provenance))
             else:
-                rows.append(example)
+                example = synthesis_example(request, trajectory, provenance, template=template)
+                if example is None:
+                    not_roundtrip += 1
+                else:
+                    rows.append(example)
     write_jsonl(output, rows)
 
     failures = Counter(r.reason for r in results if not isinstance(r, ConstructedTrajectory))
@@ -373,8 +388,7 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
         "failed": dict(failures),
         "constructed_right": len(kept),
         "kept": len(kept),
-        "examples": {"trajectory": sum(r["kind"] == "trajectory" for r in rows),
-                     "synthesis": sum(r["kind"] == "synthesis" for r in rows)},
+        "examples": {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS},
         "synthesis_not_roundtrip": not_roundtrip,
         "seconds": {"sampling": round(sampled_at - started, 2), "construction": round(constructed_at - sampled_at, 2),
                     "total": round(time.perf_counter() - started, 2)},

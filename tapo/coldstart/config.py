@@ -83,8 +83,9 @@ class BuildSection(SamplingSection):
     # When y- is a corrupted reference solution (builtin:arithmetic only): never; unparsable (the
     # model's wrong sample has no checkable step); always (no sampling needed at all).
     synthetic_negative: str = "never"
-    # trajectory : synthesis examples (the paper: 2 : 1). Every kept construction gives a
-    # trajectory example; synthesis examples are drawn from the same constructions.
+    # trajectory : synthesis : plain examples (the paper: 2 : 1, no plain). The largest weight uses
+    # every kept construction; the others are drawn from the same constructions. A plain example is
+    # the pair's y+ alone (no reflection), so the model also learns to answer without reflecting.
     mix: dict = field(default_factory=lambda: {"trajectory": 2, "synthesis": 1})
     synthesis_temperature: float = 0.7  # self / splice: the model writes the construction
     synthesis_top_p: float = 0.95
@@ -194,9 +195,9 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
                     f"solutions with checkable steps), but data.source is {data.source!r}"
                 )
     mix = build.mix
-    if not isinstance(mix, dict) or set(mix) - {"trajectory", "synthesis"}:
-        raise ConfigError(f"{where}: build.mix must map trajectory and/or synthesis to weights, got {mix!r}")
-    weights = [mix.get("trajectory", 0), mix.get("synthesis", 0)]
+    if not isinstance(mix, dict) or set(mix) - {"trajectory", "synthesis", "plain"}:
+        raise ConfigError(f"{where}: build.mix must map trajectory, synthesis and/or plain to weights, got {mix!r}")
+    weights = [mix.get(kind, 0) for kind in ("trajectory", "synthesis", "plain")]
     if any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) == 0:
         raise ConfigError(f"{where}: build.mix weights must be non-negative numbers, not all 0, got {mix!r}")
     if build.samples == 0 and build.synthetic_negative != "always":
