@@ -189,7 +189,11 @@ def main(argv=None) -> dict:
     results = {"command": command, "start_model": args.start_model, "steps": args.steps, "seed": args.seed,
                "eval": asdict(spec), "configs": raws, "models": {}}
     started = time.perf_counter()
-    start_eval = evaluate_folder(args.start_model, problems, spec)
+    cache = out / "start_eval.json"  # a rerun (other steps, an interrupted arm) does not pay for it twice
+    key = {"model": args.start_model, "spec": asdict(spec)}
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    start_eval = cached["eval"] if cached.get("key") == key else evaluate_folder(args.start_model, problems, spec)
+    cache.write_text(json.dumps({"key": key, "eval": start_eval}))
     results["models"]["start"] = {"eval": {k: v for k, v in start_eval.items() if k != "per_problem_pass_rate"}}
     print(f"start model: held-out Pass@1 {start_eval['pass_at_1']:.3f}", flush=True)
     for arm, raw in raws.items():

@@ -47,12 +47,14 @@ class ColdStartSpec:
     # trajectory : synthesis : plain examples. Plain right answers (no reflection) keep the model from
     # reflecting on every answer, so that direct solving and effective reflection can both be measured.
     # No synthesis examples by default: `aligned` needs none, and the paper's 2 : 1 mix (SELF_COLD_START)
-    # measurably breaks this 2-layer model (held-out Pass@1 0.57 -> 0.23, synthesis loss stuck near 3.2;
+    # measurably breaks this 2-layer model (held-out Pass@1 at 64 tokens 0.57 -> 0.23, loss stuck near 3.2;
     # benchmarks/RESULTS_miniature.md).
     mix: tuple = (("trajectory", 1), ("plain", 1))
-    learning_rate: float = 3e-4  # a from-scratch 2-layer model, not the paper's 7B (5e-6)
-    epochs: float = 12.0  # the reflection phrases are new English text to this model: it needs many passes
-    batch_size: int = 32
+    # The reflection phrases are new (English) text to a model trained from scratch on arithmetic: at
+    # 5e-4 its trajectory loss stayed near 3.7 after 3 epochs; at 2e-3 it fell to 0.3 in 80 steps.
+    learning_rate: float = 2e-3  # a from-scratch 2-layer model, not the paper's 7B (5e-6)
+    epochs: float = 10.0
+    batch_size: int = 16
     max_new_tokens: int = 64
     seed: int = 0
 
@@ -61,7 +63,8 @@ class ColdStartSpec:
 
 
 # The paper's mix (trajectory : synthesis 2 : 1) plus plain answers: the cold start for `self` constructions.
-SELF_COLD_START = ColdStartSpec(mix=(("trajectory", 2), ("synthesis", 1), ("plain", 2)))
+SELF_COLD_START = ColdStartSpec(mix=(("trajectory", 2), ("synthesis", 1), ("plain", 2)), learning_rate=5e-4,
+                                epochs=4.0, batch_size=32)
 
 
 def coldstart_config(model: str | Path, task: TaskSpec, cold: ColdStartSpec, *, output_dir: str | Path):
@@ -72,7 +75,7 @@ def coldstart_config(model: str | Path, task: TaskSpec, cold: ColdStartSpec, *, 
         "seed": cold.seed,
         "output_dir": str(output_dir),
         "model": {"name": str(model)},
-        # Other problems than the RL run's (data_seed 0), from the same train split.
+        # Drawn with another data seed than the RL run's (data_seed 0), from the same train split.
         "data": {"source": "builtin:arithmetic", "n": cold.n_queries, "data_seed": 1000 + cold.seed,
                  "n_steps": task.n_steps, "max_operand": task.max_operand},
         "build": {"construction": "aligned", "samples": cold.samples, "max_new_tokens": cold.max_new_tokens,
@@ -300,6 +303,49 @@ def boundary_rates(responses_by_arm: dict[str, list[dict]]) -> tuple[list[str], 
         for arm, rows in responses_by_arm.items()
     }
     return boundary, out
+
+
+REFLECTION_OUTCOMES = ("fixed", "not_fixed", "spurious_kept", "spurious_broke")
+
+
+def reflection_outcome(problem, text: str, correct: bool) -> str | None:
+    r"""What a reflection on an arithmetic answer did, judged from the steps before its first marker.
+
+    warranted (a step before the marker is wrong): `fixed` (ends right) or `not_fixed`; spurious
+    (every step before the marker is right): `spurious_kept` (still ends right) or `spurious_broke`.
+    None when the response does not reflect. An exact check, possible only on the arithmetic task.
+
+    >>> from tapo.data.arithmetic import make_problem
+    >>> p = make_problem(4, [("-", 3), ("*", 5)])
+    >>> reflection_outcome(p, "Step 1: 4 - 3 = 1\nStep 2: 1 * 5 = 6\nWait, 1 * 5 is 5.\nStep 2: 1 * 5 = 5", True)
+    'fixed'
+    >>> reflection_outcome(p, "Step 1: 4 - 3 = 1\nStep 2: 1 * 5 = 5\nWait, 1 * 5 is 15.\nStep 2: 1 * 5 = 15", False)
+    'spurious_broke'
+    """
+    from tapo.data.arithmetic import diagnose_steps
+    from tapo.evaluation.reflection import find_reflection
+
+    hits = find_reflection(text)
+    if not hits:
+        return None
+    before = text[: hits[0].start]
+    diagnosis = diagnose_steps(problem, before)
+    # "missing" only means the answer was not finished before the marker: nothing wrong was written yet
+    warranted = diagnosis is not None and diagnosis.kind != "missing"
+    if warranted:
+        return "fixed" if correct else "not_fixed"
+    return "spurious_kept" if correct else "spurious_broke"
+
+
+def reflection_outcomes(problems: list, responses: list[dict]) -> dict[str, float | int]:
+    """Shares of REFLECTION_OUTCOMES among reflecting responses (rows with problem_id, response, correct)."""
+    by_id = {p.id: p for p in problems}
+    outcomes = [reflection_outcome(by_id[r["problem_id"]], r["response"], r["correct"]) for r in responses]
+    reflecting = [o for o in outcomes if o is not None]
+    out: dict[str, float | int] = {"n_reflecting": len(reflecting)}
+    for name in REFLECTION_OUTCOMES:
+        out[name] = reflecting.count(name) / len(reflecting) if reflecting else None
+    return out
 
 
 def jsonable(value: Any) -> Any:

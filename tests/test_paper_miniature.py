@@ -79,3 +79,16 @@ def test_tapo_arms_report_counters_grpo_does_not(smoke):
     assert summary["grpo"]["counters"] == {}
     assert "eligible_share" in summary["tapo_ref_original"]["counters"]
     assert "verdict_vs_grpo" in summary["tapo_ref_original"]
+
+
+def test_starting_model_went_through_the_cold_start(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    start = results["start_model"]
+    assert start["cold_start"] is not None  # on by default (--no-cold-start turns it off)
+    build = start["cold_start_data"]["cold_build"]  # tapo.coldstart.build_coldstart's own stats
+    assert build["construction"] == "aligned" and build["kept"] > 0
+    assert build["examples"]["trajectory"] == build["kept"]
+    assert build["examples"]["plain"] == build["kept"]  # the default mix is trajectory 1 : plain 1
+    data = Path(start["folder"]) / "coldstart_data.jsonl"
+    kinds = [json.loads(line)["kind"] for line in data.read_text().splitlines()]
+    assert kinds.count("trajectory") == build["kept"] and kinds.count("plain") == build["kept"]
