@@ -17,6 +17,8 @@ What it does, in order:
    grpo; tapo (paper-literal: reflection-group baseline, DAE, OTS); tapo_no_dae (`decoupled: false`);
    tapo_no_ots (`ots: false`); tapo_ref_original (`ref_baseline: original`). Constructions: `aligned`
    (rule-based), or `self` (--construction self: the policy writes them from the synthesis prompt).
+   Analysis arm, by name only: tapo_ref_original_no_prefix (`ref_baseline: original`,
+   `ref_train_prefix: false`: the kept prefix of y-, with its mistake, gets no advantage).
 3. Evaluates the starting model and every saved checkpoint on the same held-out problems with the
    same sampling seed and the training temperature: Pass@1, mean response length, direct solution
    rate and effective reflection rate (marker classifier, `tapo.evaluation`).
@@ -53,6 +55,9 @@ ARMS = {
     "tapo_no_ots": {"ots": False},
     "tapo_ref_original": {"ref_baseline": "original"},
 }
+# The five arms run by default; the others are analysis arms, run by name (--arms).
+DEFAULT_ARMS = ("grpo", "tapo", "tapo_no_dae", "tapo_no_ots", "tapo_ref_original")
+ARMS["tapo_ref_original_no_prefix"] = {"ref_baseline": "original", "ref_train_prefix": False}
 TAPO_COUNTERS = {  # metrics.jsonl key -> short name; means over the steps that logged the key
     "tapo/eligible_frac": "eligible_share",
     "tapo/parsed_frac": "parse_rate",
@@ -353,7 +358,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="runs/paper-miniature")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument("--n-steps", type=int, default=2, help="operations per problem (task difficulty)")
     parser.add_argument("--max-operand", type=int, default=9, help="largest operand (task difficulty)")
     parser.add_argument("--steps", type=int, default=30, help="training steps per arm")
@@ -383,7 +388,7 @@ def parse_args(argv=None):
         args.synthesis_extra_tokens = 128 if args.construction == "self" else 16
     if args.smoke:
         args.seeds = args.seeds if args.seeds != "0,1,2" else "0"
-        args.arms = args.arms if args.arms != ",".join(ARMS) else "grpo,tapo_ref_original"
+        args.arms = args.arms if args.arms != ",".join(DEFAULT_ARMS) else "grpo,tapo_ref_original"
         args.start_target = 0.2
         args.steps, args.eval_every, args.queries_per_step = 2, 2, 2
         args.train_problems, args.eval_problems, args.eval_samples = 64, 8, 2

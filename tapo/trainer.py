@@ -29,6 +29,7 @@ from tapo.core import (
     ots_weights,
     reflection_advantages,
     select_construction_pairs,
+    trained_from,
 )
 from tapo.core.constructors import make_constructor, prefix_fidelity
 from tapo.core.synthesis import correction_start_char
@@ -50,6 +51,10 @@ class TAPOConfig(GRPOConfig):
     construction: str = field(default="self", metadata={"help": "self | splice | aligned."})
     splice_fallback: str = field(default="self", metadata={"help": "splice: self | drop when the quote is not in y-."})
     ref_baseline: str = field(default="reflection", metadata={"help": "reflection (paper) | original."})
+    ref_train_prefix: bool = field(
+        default=True,
+        metadata={"help": "Train y_ref's kept prefix too (paper). False (ablation): only reflection + correction."},
+    )
     decoupled: bool = field(
         default=True, metadata={"help": "DAE. False (ablation) mixes y_ref into the original group."}
     )
@@ -177,6 +182,9 @@ class TAPOTrainer(GRPOTrainer):
             ots_weights(logps, entropies, cfg.ots_w_min, cfg.ots_w_max) if cfg.ots else torch.ones_like(logps)
         )  # [S, T']
         advantages = cfg.ref_loss_weight * torch.tensor(local_adv, device=logps.device).unsqueeze(1) * weights * mask
+        if not cfg.ref_train_prefix:  # [S, T'] the kept prefix stays as context, without advantage
+            starts = [t.reflection_start if t is not None else 0 for t in built]
+            advantages = advantages * trained_from(starts, advantages.shape[1]).to(advantages.device)
         batch = append_rows(
             batch, prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
             completion_mask=completion_mask, advantages=advantages, per_token_logps=logps,

@@ -25,8 +25,8 @@ def checksum_reward(completions, **kwargs):
     return [float(zlib.crc32(json.dumps(c).encode()) % 5 < 2) for c in completions]
 
 
-def make_trainer(tmp_path, **overrides) -> TAPOTrainer:
-    model, tokenizer = load_policy("builtin:tiny")
+def make_trainer(tmp_path, model_name: str = "builtin:tiny", **overrides) -> TAPOTrainer:
+    model, tokenizer = load_policy(model_name)
     records = load_records("builtin:arithmetic", n=16, n_steps=1, max_operand=9)
     settings = dict(
         output_dir=str(tmp_path), max_steps=1, num_generations=8, per_device_train_batch_size=16,
@@ -175,3 +175,31 @@ def test_constructed_advantages_carry_ots_and_lambda(tmp_path):
         values = adv[mask.bool()]
         if values.numel():
             assert torch.allclose(values, values[0].expand_as(values))
+
+
+def test_prefix_ablation_zeroes_only_the_kept_prefix(tmp_path):
+    """ref_train_prefix: false keeps every constructed token as context but gives its kept prefix no advantage."""
+    results = {}
+    for train_prefix in (True, False):
+        # the warm-started tiny model writes checkable steps, so aligned keeps a prefix of y- (random weights do not)
+        trainer = make_trainer(tmp_path / f"p{train_prefix}", "builtin:tiny-arith", ref_baseline="original",
+                               ref_train_prefix=train_prefix, max_completion_length=24)
+        inputs = first_inputs(trainer)
+        trainer.model.train()
+        torch.manual_seed(0)
+        results[train_prefix] = trainer._generate_and_score_completions(inputs)
+    full, ablated = results[True], results[False]
+    rows = 16
+    assert torch.equal(full["completion_ids"], ablated["completion_ids"])  # the same constructions
+    assert torch.equal(full["completion_mask"], ablated["completion_mask"])  # all tokens stay in the sequence
+    assert torch.equal(full["advantages"][:rows], ablated["advantages"][:rows])  # rollouts untouched
+    records = [json.loads(line) for line in (tmp_path / "pFalse" / "constructions.jsonl").read_text().splitlines()]
+    built_rows = [i for i in range(rows, full["advantages"].size(0)) if full["completion_mask"][i].any()]
+    assert len(built_rows) == len(records) > 0
+    prefixed = 0
+    for i, record in zip(built_rows, records, strict=True):
+        start = record["reflection_start"]
+        prefixed += start > 0
+        assert torch.all(ablated["advantages"][i, :start] == 0)
+        assert torch.equal(ablated["advantages"][i, start:], full["advantages"][i, start:])
+    assert prefixed > 0  # some construction kept a prefix of y-, so the ablation changed something

@@ -8,6 +8,7 @@ from tapo.core.advantages import (
     is_degenerate,
     reflection_advantages,
     reflection_token_advantages,
+    trained_from,
 )
 from tapo.core.ots import masked_mean_and_low_frac, ots_weights, token_entropy_from_logits
 from tapo.core.selection import (
@@ -65,6 +66,7 @@ __all__ = [
     "reflection_advantages",
     "reflection_start_in",
     "reflection_token_advantages",
+    "trained_from",
     "seed_reflection",
     "select_construction_pairs",
     "select_pairs",

@@ -124,3 +124,19 @@ def reflection_token_advantages(
     tensor([0.5000, 0.0050, 1.0000])
     """
     return loss_weight * advantage * ots  # [T]
+
+
+def trained_from(reflection_starts: Sequence[int], width: int) -> torch.Tensor:
+    """[S, width] 1.0 where a constructed token carries advantage: from its reflection on.
+
+    For the `ref_train_prefix: false` ablation: the kept prefix (y-'s own tokens, which contain the
+    mistake) stays as context but gets no advantage, so a rewarded construction does not also
+    reward the error it corrects. The paper trains every y_ref token (`ref_train_prefix: true`).
+
+    >>> trained_from([2, 0], 4)
+    tensor([[0., 0., 1., 1.],
+            [1., 1., 1., 1.]])
+    """
+    positions = torch.arange(width).unsqueeze(0)  # [1, width]
+    starts = torch.tensor(list(reflection_starts), dtype=torch.long).unsqueeze(1)  # [S, 1]
+    return (positions >= starts).float()  # [S, width]
