@@ -405,7 +405,7 @@ def starting_model(args) -> tuple[Path, dict]:
         return Path(args.start_model), {"folder": args.start_model, "built": False}
     warm = miniature_spec(n_steps=args.n_steps, max_operand=args.max_operand, smoke=args.smoke)
     cold = None if not args.cold_start else (
-        ColdStartSpec(n_queries=32, samples=2, epochs=2, batch_size=16) if args.smoke
+        ColdStartSpec(n_queries=32, samples=2, epochs=2, batch_size=16, positive_source="either") if args.smoke
         else SELF_COLD_START if args.construction == "self" else ColdStartSpec()
     )  # `self` needs the synthesis format, so its cold start mixes in synthesis examples
     started = time.perf_counter()

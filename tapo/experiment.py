@@ -57,6 +57,9 @@ class ColdStartSpec:
     batch_size: int = 16
     max_new_tokens: int = 64
     seed: int = 0
+    # y+: the policy's own right answer (the paper), or `either` (the reference when it has none: the
+    # smoke test's barely trained model)
+    positive_source: str = "policy"
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -79,7 +82,7 @@ def coldstart_config(model: str | Path, task: TaskSpec, cold: ColdStartSpec, *, 
         "data": {"source": "builtin:arithmetic", "n": cold.n_queries, "data_seed": 1000 + cold.seed,
                  "n_steps": task.n_steps, "max_operand": task.max_operand},
         "build": {"construction": "aligned", "samples": cold.samples, "max_new_tokens": cold.max_new_tokens,
-                  "temperature": 1.0, "batch_size": 64, "backend": "hf", "positive_source": "policy",
+                  "temperature": 1.0, "batch_size": 64, "backend": "hf", "positive_source": cold.positive_source,
                   "n_pos": 1, "n_neg": 1, "mix": dict(cold.mix)},
         "sft": {"learning_rate": cold.learning_rate, "warmup_steps": 10, "lr_scheduler_type": "cosine",
                 "num_train_epochs": cold.epochs, "per_device_train_batch_size": cold.batch_size,
@@ -102,8 +105,15 @@ def cold_start(warm_folder: Path, task: TaskSpec, cold: ColdStartSpec, *, work_d
     return run_dir / "model", stats
 
 
+# Fields added to ColdStartSpec after models were cached, left out of the key at these defaults.
+_LATER_COLD_FIELDS = {"positive_source": "policy"}
+
+
 def start_model_key(task: TaskSpec, warm: WarmStartSpec, cold: ColdStartSpec | None) -> str:
-    payload = {"task": asdict(task), "warm": asdict(warm), "cold": asdict(cold) if cold else None}
+    cold_fields = None if cold is None else {
+        k: v for k, v in asdict(cold).items() if _LATER_COLD_FIELDS.get(k, object()) != v
+    }
+    payload = {"task": asdict(task), "warm": asdict(warm), "cold": cold_fields}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
