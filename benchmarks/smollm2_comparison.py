@@ -87,7 +87,7 @@ def quote(record: dict) -> str:
     text = record["text"]
     r, c = record.get("reflection_start_char", 0), record.get("correction_start_char", len(text))
     parts = [
-        f"Step {record['step']}, {record['query_id']}: {record['question']} (answer {record['answer']}); "
+        f"Training step {record['step']}, {record['query_id']}: {record['question']} (answer {record['answer']}); "
         f"reward {record['reward']:.0f}, A_ref {record['advantage']:+.2f}, prefix fidelity {record['prefix_fidelity']:.2f}",
         "",
         "```text",
