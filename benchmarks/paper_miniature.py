@@ -1,6 +1,6 @@
 """The paper's comparison in miniature: GRPO vs TAPO (and its ablations) at equal steps, on held-out problems.
 
-    .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature              # full: 3 seeds, 5 arms
+    .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature --steps 20 --eval-every 10 --eval-problems 64
     .venv/bin/python benchmarks/paper_miniature.py --smoke --output /tmp/mini-smoke          # < 2 min, the test suite
     .venv/bin/python benchmarks/paper_miniature.py --seeds 3,4,5 --n-steps 3 --max-operand 6 --output runs/other
     .venv/bin/python benchmarks/paper_miniature.py --construction self --arms grpo,tapo --output runs/mini-self
@@ -10,8 +10,8 @@ What it does, in order:
    task at the chosen difficulty (`tapo.warmstart.miniature_spec`) until its sampled accuracy on
    unseen train-split problems reaches --start-target (default 0.5); then the cold start of
    `tapo.coldstart` (build + SFT, as `tapo coldstart run`): `aligned` trajectories of its own wrong
-   answers, synthesis examples and plain right answers (`tapo.experiment.build_start_model`;
-   --no-cold-start skips it).
+   answers and plain right answers, plus synthesis examples for --construction self
+   (`tapo.experiment.build_start_model`; --no-cold-start skips it).
 2. For every seed, trains every arm from that same model for the same number of steps, with the same
    data, data order and trainer seed (`tapo.train.run_training`; a finished arm is not retrained):
    grpo; tapo (paper-literal: reflection-group baseline, DAE, OTS); tapo_no_dae (`decoupled: false`);
@@ -21,7 +21,8 @@ What it does, in order:
    `ref_train_prefix: false`: the kept prefix of y-, with its mistake, gets no advantage).
 3. Evaluates the starting model and every saved checkpoint on the same held-out problems with the
    same sampling seed and the training temperature: Pass@1, mean response length, direct solution
-   rate and effective reflection rate (marker classifier, `tapo.evaluation`).
+   rate and effective reflection rate (marker classifier, `tapo.evaluation`), and what the final
+   answers' reflections do, by an exact step check (`tapo.experiment.reflection_outcome`).
 4. Writes to --output: results.md (tables), accuracy.png (held-out accuracy against steps, every arm,
    mean over seeds with the min-max band), results.json (everything, raw per seed and step),
    runs/seed<S>/<arm>/ (run directories) and responses/seed<S>-<arm>.jsonl (final held-out answers).
