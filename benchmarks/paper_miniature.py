@@ -1,6 +1,6 @@
 """The paper's comparison in miniature: GRPO vs TAPO (and its ablations) at equal steps, on held-out problems.
 
-    .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature --steps 20 --eval-every 10 --eval-problems 64
+    .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature            # full: 3 seeds, 5 arms, 20 steps
     .venv/bin/python benchmarks/paper_miniature.py --smoke --output /tmp/mini-smoke          # < 2 min, the test suite
     .venv/bin/python benchmarks/paper_miniature.py --seeds 3,4,5 --n-steps 3 --max-operand 6 --output runs/other
     .venv/bin/python benchmarks/paper_miniature.py --construction self --arms grpo,tapo --output runs/mini-self
@@ -362,7 +362,7 @@ def parse_args(argv=None):
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument("--n-steps", type=int, default=2, help="operations per problem (task difficulty)")
     parser.add_argument("--max-operand", type=int, default=9, help="largest operand (task difficulty)")
-    parser.add_argument("--steps", type=int, default=30, help="training steps per arm")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per arm")
     parser.add_argument("--eval-every", type=int, default=10, help="checkpoint and evaluate every N steps")
     parser.add_argument("--queries-per-step", type=int, default=8)
     parser.add_argument("--train-problems", type=int, default=1000)
@@ -370,7 +370,7 @@ def parse_args(argv=None):
     # 128: a 2-step answer is ~26 tokens, but one with a reflection and a corrected step ~100 (at 64 the
     # cold-started model's reflections were cut off: held-out Pass@1 0.21 at 64 tokens, 0.35 at 128).
     parser.add_argument("--max-completion-length", type=int, default=128)
-    parser.add_argument("--eval-problems", type=int, default=100)
+    parser.add_argument("--eval-problems", type=int, default=64)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--start-model", default=None, help="a model folder to start from instead of building one")
     parser.add_argument("--no-cold-start", dest="cold_start", action="store_false",
