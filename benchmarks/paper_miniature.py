@@ -117,7 +117,9 @@ def train_arm(raw: dict, run_dir: Path) -> float:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from tapo.report.data import read_metrics as read_metrics_file
+
+    return read_metrics_file(run_dir / "metrics.jsonl")
 
 
 def counters(rows: list[dict]) -> dict:

@@ -62,8 +62,10 @@ def arm_raw(recipe: dict, arm: str, *, model: str, steps: int, seed: int, overri
 
 def construction_stats(run_dir: Path, rows: list[dict]) -> dict:
     """Attempts, parse rate, constructed-answer accuracy and synthesis tokens of a TAPO run."""
-    records = [json.loads(line) for line in (run_dir / "constructions.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "constructions.jsonl").is_file() else []
+    from tapo.report.data import CONSTRUCTIONS_FILE, iter_jsonl
+
+    path = run_dir / CONSTRUCTIONS_FILE
+    records = [row for _, row in iter_jsonl(path)] if path.is_file() else []
     attempts = sum(row.get("tapo/pairs", 0.0) for row in rows)
     right = sum(r["reward"] > 0 for r in records)
     tokens = sum(row.get("tapo/synthesis_tokens", 0.0) for row in rows)

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="where to write the results")
     args = parser.parse_args()
     results = measure(args.config, steps=2 if args.smoke else args.steps, overrides=args.set)
-    print(f"| arm | mean step (s) | constructions/step |\n|---|---|---|")
+    print("| arm | mean step (s) | constructions/step |\n|---|---|---|")
     for arm in ("grpo", "tapo"):
         print(f"| {arm} | {results[arm]['mean_step_s']:.3f} | {results[arm]['constructions_per_step']:.1f} |")
     print(f"TAPO / GRPO step time: {results['ratio_tapo_over_grpo']:.2f}x  ({args.config})")

@@ -61,9 +61,6 @@ class ColdStartSpec:
     # smoke test's barely trained model)
     positive_source: str = "policy"
 
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-
 
 # The paper's mix (trajectory : synthesis 2 : 1) plus plain answers: the cold start for `self` constructions.
 SELF_COLD_START = ColdStartSpec(mix=(("trajectory", 2), ("synthesis", 1), ("plain", 2)), learning_rate=5e-4,

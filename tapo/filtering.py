@@ -92,20 +92,14 @@ def plot_histogram(pass_rates: Sequence[float], path: Path, *, samples: int, low
 def estimate_pass_rates(config: FilterConfig, *, progress: bool = False) -> tuple[list, list[float]]:
     """(records, pass rate of each): `filter.samples` samples per query from `config.model`, scored."""
     from tapo.coldstart.build import load_queries
-    from tapo.coldstart.sampling import chat_prompt_ids, sample_groups
-    from tapo.evaluation.sample import SamplingSettings, make_sampler
+    from tapo.coldstart.sampling import sample_query_groups
+    from tapo.evaluation.sample import make_sampler
     from tapo.rewards import math_reward
 
     section = config.filter
     queries = load_queries(config)
     sampler = make_sampler(config.model.name, backend=section.backend, dtype=config.model.dtype, seed=config.seed)
-    tokenizer = sampler.tokenizer
-    prompt_ids = [chat_prompt_ids(tokenizer, q.prompt, **section.chat_template_kwargs) for q in queries]
-    settings = SamplingSettings(temperature=section.temperature, top_p=section.top_p, max_tokens=section.max_new_tokens)
-    groups = sample_groups(
-        sampler, prompt_ids, n=section.samples, settings=settings, seed=config.seed, batch_size=section.batch_size,
-        tag="filter samples", progress=progress,
-    )
+    groups = sample_query_groups(sampler, queries, section, seed=config.seed, tag="filter samples", progress=progress)
     texts = [c.text for group in groups for c in group]
     answers = [q.answer for q in queries for _ in range(section.samples)]
     scores = math_reward(texts, answers) if texts else []

@@ -21,6 +21,14 @@ def run_tapo(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.Com
     )
 
 
+def run_benchmark(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python benchmarks/SCRIPT ARGS...` from the repository root, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_tapo_run(tmp_path_factory) -> Path:
     """Run directory of a real `tapo train --config recipes/tiny-tapo.yaml` (3 steps, aligned constructions).

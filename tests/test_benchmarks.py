@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_benchmark
 
 
 def test_construction_quality_smoke(tmp_path):
     out = tmp_path / "cq.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/construction_quality.py", "--smoke", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    result = run_benchmark("construction_quality.py", "--smoke", "--json", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["pairs"] == round(data["problems"] * (1 - data["rollout_accuracy"]))

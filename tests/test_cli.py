@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
+from conftest import run_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -104,10 +106,7 @@ def test_resume_logs_every_step_exactly_once(tmp_path, monkeypatch):
 
 def test_step_time_benchmark_smoke(tmp_path):
     out = tmp_path / "step_time.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/step_time.py", "--smoke", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
-    )
+    result = run_benchmark("step_time.py", "--smoke", "--json", str(out), timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads(out.read_text())
     assert numbers["grpo"]["mean_step_s"] > 0 and numbers["tapo"]["mean_step_s"] > 0

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_benchmark
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("miniature") / "smoke"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/paper_miniature.py", "--smoke", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-    )
+    result = run_benchmark("paper_miniature.py", "--smoke", "--output", str(out), timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

@@ -4,24 +4,17 @@ problems, and construction counts that agree with the run's own files."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_benchmark
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smollm2") / "smoke"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/smollm2_comparison.py", "--smoke", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-    )
+    result = run_benchmark("smollm2_comparison.py", "--smoke", "--output", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

@@ -32,12 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tapo.coldstart.config import BuildSection, ColdStartConfig, save_any_config
+from tapo.coldstart.config import MIX_KINDS, BuildSection, ColdStartConfig, save_any_config
 from tapo.core.selection import select_pairs, split_group
 from tapo.core.synthesis import SELF_TEMPLATE, build_self_prompt, parse_synthesis
 from tapo.core.types import ConstructedTrajectory, ConstructionPair, ConstructionRequest
 
-KINDS = ("trajectory", "synthesis", "plain")
+KINDS = MIX_KINDS
 SYNTHETIC = -1  # negative_index of a corrupted reference (not one of the K samples)
 REFERENCE = -1  # positive_index of the gold reference solution
 
@@ -278,18 +278,11 @@ def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output:
 
 def sample_and_score(config: ColdStartConfig, queries: Sequence[Query], *, sampler, progress: bool):
     """(sample texts per query, rewards per query): K samples of the ordinary training prompt."""
-    from tapo.coldstart.sampling import chat_prompt_ids, sample_groups
-    from tapo.evaluation.sample import SamplingSettings
+    from tapo.coldstart.sampling import sample_query_groups
     from tapo.rewards import math_reward
 
-    build = config.build
-    tokenizer = sampler.tokenizer
-    prompt_ids = [chat_prompt_ids(tokenizer, q.prompt, **build.chat_template_kwargs) for q in queries]
-    settings = SamplingSettings(temperature=build.temperature, top_p=build.top_p, max_tokens=build.max_new_tokens)
-    groups = sample_groups(
-        sampler, prompt_ids, n=build.samples, settings=settings, seed=config.seed, batch_size=build.batch_size,
-        tag="coldstart samples", progress=progress,
-    )
+    groups = sample_query_groups(sampler, queries, config.build, seed=config.seed, tag="coldstart samples",
+                                 progress=progress)
     texts = [[c.text for c in group] for group in groups]
     flat = [t for group in texts for t in group]
     answers = [q.answer for q, group in zip(queries, texts) for _ in group]

@@ -37,6 +37,7 @@ from tapo.config import (
 CONSTRUCTIONS = ("aligned", "self", "splice", "teacher")
 POSITIVE_SOURCES = ("policy", "reference", "either")
 SYNTHETIC_NEGATIVE = ("never", "unparsable", "always")
+MIX_KINDS = ("trajectory", "synthesis", "plain")  # the kinds of cold-start SFT example (build.mix keys)
 BACKENDS = ("auto", "hf", "vllm")  # as tapo.evaluation.sample
 # The paper's cold start (DESIGN section 1): lr 5e-6, 50 warm-up steps, cosine decay, 3 epochs.
 SFT_DEFAULTS = {
@@ -195,9 +196,9 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
                     f"solutions with checkable steps), but data.source is {data.source!r}"
                 )
     mix = build.mix
-    if not isinstance(mix, dict) or set(mix) - {"trajectory", "synthesis", "plain"}:
+    if not isinstance(mix, dict) or set(mix) - set(MIX_KINDS):
         raise ConfigError(f"{where}: build.mix must map trajectory, synthesis and/or plain to weights, got {mix!r}")
-    weights = [mix.get(kind, 0) for kind in ("trajectory", "synthesis", "plain")]
+    weights = [mix.get(kind, 0) for kind in MIX_KINDS]
     if any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) == 0:
         raise ConfigError(f"{where}: build.mix weights must be non-negative numbers, not all 0, got {mix!r}")
     if build.samples == 0 and build.synthetic_negative != "always":

@@ -76,6 +76,20 @@ def generate_fn(
     return generate
 
 
+def sample_query_groups(sampler: Sampler, queries: Sequence, section, *, seed: int, tag: str,
+                        progress: bool = False) -> list[list[Completion]]:
+    """`section.samples` completions of each query's ordinary training prompt (`query.prompt`, chat messages).
+
+    `section` is a `tapo.coldstart.config.SamplingSection` (the `build` or `filter` section): its
+    temperature, top-p, token budget, batch size and chat-template arguments apply.
+    """
+    tokenizer = sampler.tokenizer
+    prompt_ids = [chat_prompt_ids(tokenizer, q.prompt, **section.chat_template_kwargs) for q in queries]
+    settings = SamplingSettings(temperature=section.temperature, top_p=section.top_p, max_tokens=section.max_new_tokens)
+    return sample_groups(sampler, prompt_ids, n=section.samples, settings=settings, seed=seed,
+                         batch_size=section.batch_size, tag=tag, progress=progress)
+
+
 def chat_prompt_ids(tokenizer, messages: list[dict], **template_kwargs) -> list[int]:
     """Token ids of a chat prompt with the assistant turn open (`template_kwargs`, e.g. enable_thinking)."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
