@@ -14,6 +14,10 @@ import torch
 # Per-token tensors of width T (the completion width) that grow when a constructed row is longer.
 PER_TOKEN_KEYS = ("old_per_token_logps", "sampling_per_token_logps", "ref_per_token_logps")
 
+# A per-row tensor the loss reads to tell the kinds of rows apart (TRL shuffles and splits it with the rest).
+ROW_KIND_KEY = "tapo_row_kind"
+ROLLOUT, CONSTRUCTED, PADDING = 0, 1, 2  # PADDING: an unused construction slot (all-zero mask, zero advantage)
+
 
 def slots_per_process(total_pairs: int, *, num_processes: int, multiple_of: int) -> int:
     """Construction slots each process gets: enough for all pairs, equal everywhere, splittable.
@@ -79,19 +83,24 @@ def append_rows(
     completion_mask: torch.Tensor,  # [S, T'] 0 on padding and on unused slots
     advantages: torch.Tensor,  # [S, T'] per-token advantages lambda * w_t * A_ref (0 on unused slots)
     per_token_logps: torch.Tensor,  # [S, T'] current-policy log-probs of the constructed tokens
+    ref_per_token_logps: torch.Tensor | None = None,  # [S, T'] reference-model log-probs (needed when beta != 0)
+    row_kinds: torch.Tensor | None = None,  # [S] CONSTRUCTED or PADDING per new row
     pad_token_id: int,
 ) -> dict:
     """The batch with S constructed rows appended; the original rows' values are unchanged.
 
     Advantages become (B+S, T): original rows carry their scalar advantage on every token. Old and
     sampling log-probs of new rows are the current policy's (they were just computed with the same
-    weights), so their importance ratios start at 1; `num_items_in_batch` is left to the caller, which
-    must recompute it across processes.
+    weights), so their importance ratios start at 1; their reference log-probs are the reference
+    model's (`ref_per_token_logps`, required when the batch has that key). `ROW_KIND_KEY` tells
+    rollouts, constructed rows and unused slots apart for the loss. `num_items_in_batch` is left
+    to the caller, which must recompute it across processes.
     """
     out = dict(batch)
     width_t = max(batch["completion_ids"].size(1), completion_ids.size(1))
     width_p = max(batch["prompt_ids"].size(1), prompt_ids.size(1))
     device = batch["completion_ids"].device
+    rows = completion_ids.size(0)
 
     def cat(original: torch.Tensor, new: torch.Tensor, *, side: str, width: int, value) -> torch.Tensor:
         pad = pad_right if side == "right" else pad_left
@@ -107,12 +116,16 @@ def append_rows(
         original_adv = original_adv.unsqueeze(1).expand(-1, batch["completion_ids"].size(1))  # [B, T]
     out["advantages"] = cat(original_adv, advantages.to(original_adv.dtype), side="right", width=width_t, value=0.0)
 
+    new_values = {"old_per_token_logps": per_token_logps, "sampling_per_token_logps": per_token_logps,
+                  "ref_per_token_logps": ref_per_token_logps}
     for key in PER_TOKEN_KEYS:
         if key in batch and batch[key] is not None:
-            out[key] = cat(batch[key], per_token_logps.to(batch[key].dtype), side="right", width=width_t, value=0.0)
+            if new_values[key] is None:
+                raise ValueError(f"the batch has {key!r}, so the constructed rows need theirs too")
+            out[key] = cat(batch[key], new_values[key].to(batch[key].dtype), side="right", width=width_t, value=0.0)
     if "importance_sampling_ratio" in batch:
         ratio = batch["importance_sampling_ratio"]
-        ones = torch.ones(completion_ids.size(0), ratio.size(1) if ratio.size(1) == 1 else width_t)
+        ones = torch.ones(rows, ratio.size(1) if ratio.size(1) == 1 else width_t)
         out["importance_sampling_ratio"] = (
             torch.cat([ratio, ones.to(ratio)], dim=0)
             if ratio.size(1) == 1
@@ -120,4 +133,15 @@ def append_rows(
         )
     if "tool_mask" in batch:
         out["tool_mask"] = cat(batch["tool_mask"], torch.ones_like(completion_mask), side="right", width=width_t, value=1)
+    kinds = batch.get(ROW_KIND_KEY)
+    if kinds is None:
+        kinds = torch.full((batch["completion_ids"].size(0),), ROLLOUT, dtype=torch.long, device=device)
+    new_kinds = row_kinds if row_kinds is not None else torch.full((rows,), CONSTRUCTED, dtype=torch.long)
+    out[ROW_KIND_KEY] = torch.cat([kinds, new_kinds.to(device=device, dtype=torch.long)])
     return out
+
+
+def mark_rollouts(batch: dict) -> dict:
+    """The batch with `ROW_KIND_KEY` set to ROLLOUT on every row (a step that constructs nothing)."""
+    rows = batch["completion_ids"].size(0)
+    return {**batch, ROW_KIND_KEY: torch.full((rows,), ROLLOUT, dtype=torch.long, device=batch["completion_ids"].device)}

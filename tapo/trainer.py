@@ -3,8 +3,16 @@
 The parent generates and scores the rollouts and computes their GRPO advantages; this class then
 selects construction pairs on the gathered batch (DCS), has the constructor write y_ref with the
 parent's own generation path, scores y_ref with the parent's own reward path, computes decoupled
-reflection-group advantages (DAE) and OTS weights, and appends the y_ref rows with per-token
-advantages lambda * w_t * A_ref. The parent's clipped loss then trains them unchanged.
+reflection-group advantages (DAE) in the engine's own normalisation, and OTS weights, and appends
+the y_ref rows with per-token advantages lambda * w_t * A_ref. The parent's clipped loss then trains
+them; three small hooks keep it exact for every loss type (unused slots never change a normaliser,
+the entropy quantile and TRL's metrics stay about rollouts).
+
+Distributed contract: every process makes the same collective and generation calls whatever its
+data. Selection runs on the gathered view; each process gets the same number of construction
+slots; every synthesis generation call passes the same number of prompts on every process (padded
+with a dummy prompt whose output is dropped), because TRL's vLLM server path slices results back
+by that count and ZeRO-3/FSDP generation gathers parameters collectively.
 """
 
 from __future__ import annotations
@@ -19,10 +27,20 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOConfig, GRPOTrainer
 
-from tapo.batching import append_rows, slots_per_process, stack_rows
+from tapo.batching import (
+    CONSTRUCTED,
+    PADDING,
+    ROLLOUT,
+    ROW_KIND_KEY,
+    append_rows,
+    mark_rollouts,
+    slots_per_process,
+    stack_rows,
+)
 from tapo.core import (
     ConstructedTrajectory,
     ConstructionRequest,
+    batch_std,
     group_advantages,
     is_degenerate,
     masked_mean_and_low_frac,
@@ -31,10 +49,16 @@ from tapo.core import (
     select_construction_pairs,
     trained_from,
 )
-from tapo.core.constructors import make_constructor, prefix_fidelity
-from tapo.core.synthesis import correction_start_char
+from tapo.core.constructors import has_no_marker, make_constructor, prefix_fidelity
+from tapo.core.synthesis import LOCATE_TEMPLATE, SELF_TEMPLATE, correction_start_char
 
 CONSTRUCTIONS_FILE = "constructions.jsonl"
+# TRL 1.16's normalisation of rollout advantages: sample std, this eps (grpo_trainer.py).
+ENGINE_EPS = 1e-4
+# Loss types that average per sequence, so an extra all-masked row would shrink the loss.
+PER_SEQUENCE_LOSSES = ("grpo", "sapo", "luspo", "dr_grpo")
+CLIPPED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+DUMMY_PROMPT = "Reply with OK."  # pads a process's synthesis call to the common prompt count
 
 
 @dataclass
@@ -66,6 +90,16 @@ class TAPOConfig(GRPOConfig):
     synthesis_template: str | None = field(
         default=None, metadata={"help": "Path of a custom `self` synthesis template ($question, $negative, $positive)."}
     )
+    keep_truncated_constructions: bool = field(
+        default=False,
+        metadata={"help": "Keep constructions that did not end within their budget (no eos appended), trained as "
+                          "TRL trains truncated rollouts: masked out under mask_truncated_completions. Default: dropped."},
+    )
+    max_construction_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Drop (and count) constructed trajectories longer than this many tokens: caps the width "
+                          "constructed rows add to a micro-batch. None: no cap beyond the synthesis budget."},
+    )
 
 
 def tapo_option_names() -> set[str]:
@@ -81,9 +115,10 @@ class _Row:
     question: str
     inputs: dict  # the dataset row (prompt, answer, ...)
     prompt_ids: list[int]
-    completion_ids: list[int]
+    completion_ids: list[int]  # as generated, whatever mask_truncated_completions did to the mask
     completion_text: str
     reward: float
+    truncated: bool  # cut off by the token budget (no eos): never a y-
 
 
 class TAPOTrainer(GRPOTrainer):
@@ -96,17 +131,50 @@ class TAPOTrainer(GRPOTrainer):
             raise TypeError("TAPOTrainer needs a TAPOConfig")
         if self.beta != 0.0 and self.ref_model is None:
             raise ValueError("TAPO with beta != 0 needs a separate reference model (PEFT adapters are not supported)")
+        if not cfg.decoupled and cfg.ref_baseline != "reflection":
+            raise ValueError(
+                f"decoupled: false mixes y_ref into the original group, so ref_baseline {cfg.ref_baseline!r} has no "
+                "meaning there; set decoupled: true or drop ref_baseline"
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "TAPO normalises reflection groups like TRL's multi_objective_aggregation 'sum_then_normalize'; "
+                f"{self.multi_objective_aggregation!r} is not supported"
+            )
         template = Path(cfg.synthesis_template).read_text() if cfg.synthesis_template else None
+        template_kwargs = dict(self.chat_template_kwargs)
+        if self.chat_template is not None:
+            template_kwargs["chat_template"] = self.chat_template
+        self._template_kwargs = template_kwargs
+        eos_first = [self._tokenizer.eos_token_id, *(i for i in self.eos_token_ids if i != self._tokenizer.eos_token_id)]
         self.constructor = make_constructor(
             cfg.construction,
             tokenizer=self._tokenizer,
             generate=self._synthesis_generate,
             self_template=template,
             splice_fallback=cfg.splice_fallback,
+            eos_token_ids=eos_first,
+            chat_template_kwargs=template_kwargs,
+            keep_truncated=cfg.keep_truncated_constructions,
+            max_tokens=cfg.max_construction_tokens,
         )
+        self._check_synthesis_fits(template or SELF_TEMPLATE)
         self._rollout_rewards: torch.Tensor | None = None  # [B_global] set by _calculate_rewards
+        self._rollout_completion_ids: list[list[int]] | None = None  # local, as generated, set by _generate
+        self._row_kinds: torch.Tensor | None = None  # the micro-batch's row kinds while its loss is computed
+        self._captured: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (logps, entropies) of that loss
+        self._generation_metrics: dict[str, float] = {}  # tapo/* of the generation being trained
+        self._rollout_seconds = 0.0  # the parent's generation of this step's rollouts
 
-    # ---- the two overrides -------------------------------------------------------------------
+    # ---- hooks on the parent ---------------------------------------------------------------------
+
+    def _generate(self, prompts):
+        started = time.perf_counter()
+        out = super()._generate(prompts)
+        self._rollout_completion_ids = [list(ids) for ids in out[1]]  # before any truncation mask
+        if self.model.training:
+            self._rollout_seconds = time.perf_counter() - started
+        return out
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -119,10 +187,57 @@ class TAPOTrainer(GRPOTrainer):
             return batch  # evaluation is plain inference
         return self._augment(inputs, batch)
 
+    def _compute_loss(self, model, inputs):
+        """The parent's loss, with unused slots kept out of per-sequence normalisers (see `_loss_scale`)."""
+        kinds = inputs.get(ROW_KIND_KEY)
+        if kinds is None:
+            return super()._compute_loss(model, inputs)
+        scale = _loss_scale(kinds, self.loss_type)
+        beta = self.beta
+        if scale != 1.0:
+            # Every policy term of TRL's loss types is linear in the advantage (clipping acts on the ratio, the
+            # sign decides the branch), and the KL term in beta: scaling both by B / B_real turns the mean over B
+            # rows into the mean over the B_real real rows, exactly, with no change to TRL's code or metrics.
+            inputs = {**inputs, "advantages": inputs["advantages"] * scale}
+            self.beta = beta * scale
+        self._row_kinds, self._captured = kinds, None
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self.beta, self._row_kinds = beta, None
+        if self._captured is not None:
+            self._split_loss_metrics(inputs, kinds, *self._captured)
+        self._captured = None
+        return loss
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._row_kinds is not None:  # inside _compute_loss: keep what the metrics need
+            self._captured = (out[0].detach(), out[1].detach() if out[1] is not None else None)
+        return out
+
+    def get_high_entropy_mask(self, entropies, mask, threshold):
+        """TRL's entropy quantile over rollout tokens only; constructed tokens pass (OTS filters them)."""
+        if self._row_kinds is None:
+            return super().get_high_entropy_mask(entropies, mask, threshold)
+        constructed = (self._row_kinds == CONSTRUCTED).to(mask.device).unsqueeze(1)  # [B, 1]
+        high = super().get_high_entropy_mask(entropies, mask * ~constructed, threshold)
+        return high | (constructed & mask.bool())
+
+    def log(self, logs, start_time=None):
+        # Steps that reuse a generation (num_iterations > 1, steps_per_generation > accumulation) train the same
+        # constructed rows again; their tapo/* values are those of that generation.
+        train = self._metrics["train"]
+        if self.model.training and self._generation_metrics and not any(k in train for k in self._generation_metrics):
+            for name, value in self._generation_metrics.items():
+                train[name].append(value)
+        super().log(logs, start_time)
+
     # ---- TAPO ---------------------------------------------------------------------------------
 
     def _augment(self, inputs: list[dict], batch: dict) -> dict:
         cfg, started = self.args, time.perf_counter()
+        self._generation_metrics = {}
         rows = self._gathered_rows(inputs, batch)
         k = self.num_generations
         groups = [rows[g * k : (g + 1) * k] for g in range(len(rows) // k)]
@@ -130,13 +245,14 @@ class TAPOTrainer(GRPOTrainer):
         pairs = select_construction_pairs(
             [(key, [r.reward for r in group]) for key, group in zip(group_keys, groups, strict=True)],
             n_pos=cfg.n_pos, n_neg=cfg.n_neg, m_max=cfg.m_max, seed=cfg.seed, step=self.state.global_step,
+            truncated=[[r.truncated for r in group] for group in groups],
         )
         group_of = {key: g for g, key in enumerate(group_keys)}
         eligible = len({p.query_id for p in pairs})
         slots = slots_per_process(len(pairs), num_processes=self.accelerator.num_processes, multiple_of=cfg.steps_per_generation)
         self._log_tapo(eligible_frac=eligible / max(len(groups), 1), pairs=float(len(pairs)))
         if slots == 0:
-            return batch
+            return mark_rollouts(batch)
 
         # This process builds the pairs in its slots; unused slots stay empty and masked.
         start = self.accelerator.process_index * slots
@@ -150,12 +266,15 @@ class TAPOTrainer(GRPOTrainer):
                 negative_ids=tuple(negative.completion_ids), positive_text=positive.completion_text,
                 answer=str(negative.inputs.get("answer", "")),
             ))
+        synthesis_started = time.perf_counter()
         results = self.constructor.construct(requests)
+        synthesis_seconds = time.perf_counter() - synthesis_started
         built = [r if isinstance(r, ConstructedTrajectory) else None for r in results]
         built += [None] * (slots - len(built))
         synthesis_tokens = sum(r.generated_tokens for r in results)
 
         # Score y_ref with the rollouts' own reward path (a collective call: every process passes `slots` rows).
+        score_started = time.perf_counter()
         slot_rows = [groups[group_of[p.query_id]][0] for p in local_pairs] + [rows[0]] * (slots - len(local_pairs))
         slot_texts = [t.text if t else "" for t in built]
         slot_ids = [list(t.token_ids) if t else [] for t in built]
@@ -165,6 +284,7 @@ class TAPOTrainer(GRPOTrainer):
         rewards = (per_func * self.reward_weights.to(per_func.device)).nansum(dim=1)  # [slots * world]
         used = gather(torch.tensor([t is not None for t in built], device=self.accelerator.device))  # [slots * world]
         self._rollout_rewards = None  # the rollouts' rewards were consumed by the parent already
+        score_seconds = time.perf_counter() - score_started
 
         # DAE: one reflection group per query, normalized on its own (or against the original group).
         all_pairs = pairs + [None] * (slots * self.accelerator.num_processes - len(pairs))
@@ -173,10 +293,18 @@ class TAPOTrainer(GRPOTrainer):
         )
         local_adv = ref_adv[start : start + slots]
 
-        # OTS weights under the current policy, and the rows to append.
+        # OTS weights under the current policy, reference log-probs for the KL term, and the rows to append.
+        ots_started = time.perf_counter()
         prompt_ids, prompt_mask = stack_rows([r.prompt_ids for r in slot_rows], pad_id=self.pad_token_id, side="left")
         completion_ids, completion_mask = stack_rows(slot_ids, pad_id=self.pad_token_id, side="right", width=1)
-        logps, entropies = self._score_tokens(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        truncated_kept = [t is not None and bool(t.extra.get("truncated")) for t in built]
+        if self.mask_truncated_completions:  # a kept truncated construction is masked like a truncated rollout
+            completion_mask = completion_mask * torch.tensor([not t for t in truncated_kept]).unsqueeze(1).long()
+        logps, entropies = self._score_tokens(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        ref_logps = (
+            self._score_tokens(self.ref_model, prompt_ids, prompt_mask, completion_ids, completion_mask, entropy=False)[0]
+            if self.beta != 0.0 else None
+        )
         mask = completion_mask.to(logps.device)
         weights = (
             ots_weights(logps, entropies, cfg.ots_w_min, cfg.ots_w_max) if cfg.ots else torch.ones_like(logps)
@@ -185,13 +313,15 @@ class TAPOTrainer(GRPOTrainer):
         if not cfg.ref_train_prefix:  # [S, T'] the kept prefix stays as context, without advantage
             starts = [t.reflection_start if t is not None else 0 for t in built]
             advantages = advantages * trained_from(starts, advantages.shape[1]).to(advantages.device)
+        kinds = torch.tensor([CONSTRUCTED if t is not None else PADDING for t in built])
         batch = append_rows(
             batch, prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
             completion_mask=completion_mask, advantages=advantages, per_token_logps=logps,
-            pad_token_id=self.pad_token_id,
+            ref_per_token_logps=ref_logps, row_kinds=kinds, pad_token_id=self.pad_token_id,
         )
         loss_mask = batch["completion_mask"] * batch.get("tool_mask", 1)
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        ots_seconds = time.perf_counter() - ots_started
 
         # Metrics (over all processes) and the constructions file.
         w_stats = self.accelerator.gather(torch.tensor(_weight_sums(weights, mask, cfg.ots_w_min), device=self.accelerator.device))
@@ -199,35 +329,43 @@ class TAPOTrainer(GRPOTrainer):
         records = [self._record(t, rewards[start + i].item(), local_adv[i], weights[i], mask[i], requests[i])
                    for i, t in enumerate(built) if t is not None]
         records = gather_object(records)
-        outcomes = gather_object([(type(r).__name__, getattr(r, "reason", "")) for r in results])
+        outcomes = gather_object([getattr(r, "reason", "built") for r in results])
         tokens = sum(gather_object([synthesis_tokens]))
         n_built = len(records)
+        fidelities = [r["prefix_fidelity"] for r in records if r["prefix_fidelity"] is not None]
+        truncated = sum(o == "truncated" for o in outcomes) + sum(bool(r["extra"].get("truncated")) for r in records)
         self._log_tapo(
             parsed_frac=n_built / max(len(outcomes), 1),
+            truncated_frac=truncated / max(len(outcomes), 1),
+            no_marker_frac=sum(r["no_marker"] for r in records) / max(n_built, 1),
             ref_correct_frac=sum(r["reward"] > 0 for r in records) / max(n_built, 1),
             ref_groups_degenerate_frac=degenerate / max(groups_with_refs, 1),
             ots_w_mean=w_sum / max(w_count, 1.0),
             ots_w_low_frac=w_low / max(w_count, 1.0),
-            prefix_fidelity=sum(r["prefix_fidelity"] for r in records) / max(n_built, 1),
+            prefix_fidelity=sum(fidelities) / max(len(fidelities), 1),
             synthesis_tokens=float(tokens),
             synthesis_seconds=time.perf_counter() - started,
             ref_adv_mean=sum(r["advantage"] for r in records) / max(n_built, 1),
+            **{"time/rollouts": self._rollout_seconds, "time/synthesis": synthesis_seconds, "time/score": score_seconds, "time/ots": ots_seconds},
         )
         if self.accelerator.is_main_process:
             self._write_constructions(records)
         return batch
 
     def _gathered_rows(self, inputs: list[dict], batch: dict) -> list[_Row]:
-        """The whole batch as every process sees it after gathering (groups may span processes)."""
+        """The whole batch as every process sees it after gathering (groups may span processes).
+
+        Completion ids are the generated ones (`_generate`), not read through the completion mask,
+        which TRL zeroes for truncated rollouts under `mask_truncated_completions`.
+        """
         prompt_ids = [ids[m.bool()].tolist() for ids, m in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)]
-        completion_ids = [
-            ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"], strict=True)
-        ]
+        completion_ids = self._rollout_completion_ids
+        if completion_ids is None or len(completion_ids) != len(prompt_ids):
+            raise RuntimeError("TRL batch contract changed: _generate did not return one completion per prompt")
+        ends = {*self.eos_token_ids, self._tokenizer.pad_token_id}  # TRL's own truncation test
+        truncated = [not ids or ids[-1] not in ends for ids in completion_ids]
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
-        local = [
-            (dict(x), p, c, t)
-            for x, p, c, t in zip(inputs, prompt_ids, completion_ids, texts, strict=True)
-        ]
+        local = list(zip([dict(x) for x in inputs], prompt_ids, completion_ids, texts, truncated, strict=True))
         gathered = gather_object(local)
         rewards = self._rollout_rewards.tolist()
         if len(rewards) != len(gathered):
@@ -236,18 +374,32 @@ class TAPOTrainer(GRPOTrainer):
             _Row(
                 query_id=str(x.get("query_id", x.get("id", _prompt_text(x["prompt"])[:64]))),
                 question=str(x.get("problem", _prompt_text(x["prompt"]))),
-                inputs=x, prompt_ids=p, completion_ids=c, completion_text=t, reward=float(r),
+                inputs=x, prompt_ids=p, completion_ids=c, completion_text=t, reward=float(r), truncated=cut,
             )
-            for (x, p, c, t), r in zip(gathered, rewards, strict=True)
+            for (x, p, c, t, cut), r in zip(gathered, rewards, strict=True)
         ]
 
+    def _advantage_options(self) -> dict:
+        """group_advantages' options for TRL's convention: sample std, eps 1e-4, scale_rewards honoured."""
+        return dict(eps=ENGINE_EPS, unbiased=True, scale=self.scale_rewards != "none")
+
     def _reflection_advantages(self, all_pairs, rewards, used, groups, group_of, batch):
-        """A_ref per slot (global order); with decoupled=False the original rows' advantages change too."""
+        """A_ref per slot (global order); with decoupled=False the original rows' advantages change too.
+
+        Reflection groups are normalised exactly as TRL normalises the rollouts, so A_ref and A_orig
+        share one scale: sample std and eps 1e-4, no division under `scale_rewards: none`, and under
+        `batch` the std of the whole batch (of constructed rewards for reflection groups, of rollout
+        rewards for the `original` baseline, of both for the mixed ablation). A lone y_ref keeps A = r.
+        """
         cfg = self.args
         by_group: dict[int, list[int]] = {}
         for slot, pair in enumerate(all_pairs):
             if pair is not None and used[slot]:
                 by_group.setdefault(group_of[pair.query_id], []).append(slot)
+        options = self._advantage_options()
+        rollout_rewards = [r.reward for group in groups for r in group]
+        ref_rewards_all = [rewards[s] for slots in by_group.values() for s in slots]
+        batch_scaled = self.scale_rewards == "batch"
         ref_adv = [0.0] * len(all_pairs)
         degenerate = 0
         for g, slots in by_group.items():
@@ -255,9 +407,14 @@ class TAPOTrainer(GRPOTrainer):
             original = [r.reward for r in groups[g]]
             degenerate += is_degenerate(ref_rewards)
             if cfg.decoupled:
-                values = reflection_advantages(ref_rewards, baseline=cfg.ref_baseline, original_rewards=original)
+                pool = rollout_rewards if cfg.ref_baseline == "original" else ref_rewards_all
+                std = batch_std(pool) if batch_scaled else None
+                values = reflection_advantages(
+                    ref_rewards, baseline=cfg.ref_baseline, original_rewards=original, std=std, **options
+                )
             else:  # ablation: one mixed group; the original rollouts' advantages are recomputed with it
-                mixed = group_advantages(original + ref_rewards)
+                std = batch_std(rollout_rewards + ref_rewards_all) if batch_scaled else None
+                mixed = group_advantages(original + ref_rewards, std=std, **options)
                 values = mixed[len(original):]
                 batch = self._overwrite_group_advantages(batch, g, mixed[: len(original)])
             for s, v in zip(slots, values, strict=True):
@@ -275,24 +432,38 @@ class TAPOTrainer(GRPOTrainer):
         return {**batch, "advantages": adv}
 
     @torch.no_grad()
-    def _score_tokens(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
-        """Current-policy log-probs and entropies of the constructed tokens: [S, T'] each."""
+    def _score_tokens(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, *, entropy: bool = True):
+        """Log-probs (and entropies) of the constructed tokens under `model` (policy or reference): [S, T'] each."""
         device = self.accelerator.device
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1).to(device)  # [S, P'+T']
         attention = torch.cat([prompt_mask, completion_mask], dim=1).to(device)  # [S, P'+T']
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
-            self.model, input_ids, attention, completion_ids.size(1),
-            batch_size=self.args.per_device_train_batch_size, compute_entropy=True,
+            model, input_ids, attention, completion_ids.size(1),
+            batch_size=self.args.per_device_train_batch_size, compute_entropy=entropy,
         )
         return logps, entropies
 
     def _synthesis_generate(self, prompt_ids: list[list[int]]) -> list[list[int]]:
-        """The constructors' GenerateFn: the parent's generation path with synthesis sampling."""
-        if not prompt_ids and not self.use_vllm:
+        """The constructors' GenerateFn: the parent's generation path with synthesis sampling.
+
+        Every process passes the same number of prompts (the largest local count, padded with a
+        dummy prompt whose output is dropped), and calls generation even with no prompt of its own,
+        unless no process has any: TRL's vLLM server path gathers prompts and slices the results
+        back by the local count, and ZeRO-3/FSDP generation gathers parameters collectively.
+        """
+        most = max(gather_object([len(prompt_ids)]))
+        if most == 0:
             return []
+        padded = list(prompt_ids) + [self._dummy_prompt_ids] * (most - len(prompt_ids))
         with self._synthesis_sampling():
-            completion_ids, _ = self._generate_single_turn(prompt_ids, None, {}, 1)
-        return [list(ids) for ids in completion_ids]
+            completion_ids, _ = self._generate_single_turn(padded, None, {}, 1)
+        return [list(ids) for ids in completion_ids[: len(prompt_ids)]]
+
+    @property
+    def _dummy_prompt_ids(self) -> list[int]:
+        from tapo.core.constructors import chat_prompt_ids
+
+        return chat_prompt_ids(self._tokenizer, DUMMY_PROMPT, self._template_kwargs)
 
     @contextlib.contextmanager
     def _synthesis_sampling(self):
@@ -312,6 +483,98 @@ class TAPOTrainer(GRPOTrainer):
             for name, value in saved.items():
                 setattr(target, name, value)
 
+    def _check_synthesis_fits(self, self_template: str) -> None:
+        """Fail at start-up, not mid-run, when a synthesis prompt plus its budget exceeds the context.
+
+        A synthesis prompt holds the template, the question, y- and y+ (each up to
+        max_completion_length tokens) and asks for max_completion_length + synthesis_extra_tokens
+        new tokens; the context is vLLM's `vllm_max_model_length` when set, else the model's.
+        """
+        if self.args.construction == "aligned":
+            return  # no model call
+        if self.use_vllm and self.args.vllm_max_model_length:
+            limit, source = int(self.args.vllm_max_model_length), "vllm_max_model_length"
+        else:
+            config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+            limit = getattr(config.get_text_config() if config is not None else None, "max_position_embeddings", None)
+            source = "the model's max_position_embeddings"
+            if not limit:
+                return
+        template = max(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in (self_template, LOCATE_TEMPLATE))
+        question = _longest_question_tokens(self.train_dataset, self._tokenizer)
+        budget = self.max_completion_length + self.args.synthesis_extra_tokens
+        needed = template + question + 2 * self.max_completion_length + budget
+        if needed > limit:
+            raise ValueError(
+                f"a synthesis prompt can take {needed} tokens (template {template} + longest question {question} + "
+                f"y- and y+ up to 2 x max_completion_length = {2 * self.max_completion_length} + a budget of "
+                f"max_completion_length + synthesis_extra_tokens = {budget}), more than {source} = {limit}. "
+                "Raise vllm_max_model_length (vLLM) or lower max_completion_length / synthesis_extra_tokens."
+            )
+
+    def _split_loss_metrics(self, inputs: dict, kinds: torch.Tensor, logps: torch.Tensor, entropies) -> None:
+        """Rewrite TRL's entropy, KL and clip metrics of this micro-batch over rollout rows only, and log
+        the constructed rows' own (`tapo/entropy`, `tapo/clip_ratio`, `tapo/kl`). Collective calls only."""
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        rollout = mask * (kinds == ROLLOUT).to(mask.device).unsqueeze(1)
+        constructed = mask * (kinds == CONSTRUCTED).to(mask.device).unsqueeze(1)
+
+        def replace(name: str, value: float) -> None:
+            if metrics.get(name):
+                metrics[name][-1] = value
+
+        def masked_means(x: torch.Tensor) -> tuple[float, float]:
+            """Global means of x over rollout and over constructed tokens (rows, for sequence-level x, as TRL)."""
+            if x.size(1) == 1:
+                weights = [(kinds == kind).to(x.device, x.dtype).unsqueeze(1) for kind in (ROLLOUT, CONSTRUCTED)]
+            else:
+                weights = [rollout.to(x.dtype), constructed.to(x.dtype)]
+            stats = torch.stack([torch.stack([(x * w).sum(), w.sum()]) for w in weights]).float()
+            totals = self.accelerator.reduce(stats, reduction="sum")
+            return tuple((totals[i, 0] / totals[i, 1].clamp(min=1.0)).item() for i in range(2))
+
+        if entropies is not None:
+            rollout_entropy, constructed_entropy = masked_means(entropies)
+            replace("entropy", rollout_entropy)
+            metrics["tapo/entropy"].append(constructed_entropy)
+        if self.beta != 0.0 and "ref_per_token_logps" in inputs:
+            delta = inputs["ref_per_token_logps"] - logps
+            rollout_kl, constructed_kl = masked_means(torch.exp(delta) - delta - 1)
+            replace("kl", rollout_kl)
+            metrics["tapo/kl"].append(constructed_kl)
+        old = inputs.get("old_per_token_logps")
+        log_ratio = logps - (logps if old is None else old)
+        if self.importance_sampling_level == "sequence":
+            log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+        coef = torch.exp(log_ratio)
+        advantages = inputs["advantages"]
+        advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+        if self.loss_type in CLIPPED_LOSSES:
+            if self.args.delta is not None:
+                coef = torch.clamp(coef, max=self.args.delta)
+            low = ((coef < 1 - self.epsilon_low) & (advantages < 0)).float()
+            high = ((coef > 1 + self.epsilon_high) & (advantages > 0)).float()
+            region = ((low + high) > 0).float()
+            (low_r, _), (high_r, _), (region_r, region_c) = masked_means(low), masked_means(high), masked_means(region)
+            replace("clip_ratio/low_mean", low_r)
+            replace("clip_ratio/high_mean", high_r)
+            replace("clip_ratio/region_mean", region_r)
+            is_rollout_row = (kinds == ROLLOUT).to(mask.device)
+            for name, x, reduce in (("clip_ratio/low_min", low, torch.min), ("clip_ratio/high_max", high, torch.max)):
+                per_row = (x.expand_as(mask) * mask).sum(-1) / mask.sum(-1)  # NaN on empty rows, as TRL's
+                per_row = torch.where(is_rollout_row, per_row, torch.full_like(per_row, float("nan")))
+                gathered = self.accelerator.gather(per_row)
+                finite = gathered[~torch.isnan(gathered)]
+                replace(name, reduce(finite).item() if finite.numel() else float("nan"))
+            metrics["tapo/clip_ratio"].append(region_c)
+        elif self.loss_type == "cispo":
+            clipped = ((coef > self.epsilon_high) & (advantages > 0)).float()
+            rollout_clip, constructed_clip = masked_means(clipped)
+            replace("cispo_clip_ratio", rollout_clip)
+            metrics["tapo/clip_ratio"].append(constructed_clip)
+
     # ---- bookkeeping ----------------------------------------------------------------------------
 
     @property
@@ -321,6 +584,7 @@ class TAPOTrainer(GRPOTrainer):
     def _log_tapo(self, **values: float) -> None:
         for name, value in values.items():
             self._metrics["train"][f"tapo/{name}"].append(float(value))
+            self._generation_metrics[f"tapo/{name}"] = float(value)
 
     def _record(self, traj: ConstructedTrajectory, reward: float, advantage: float, weights, mask, request) -> dict:
         w_mean = float((weights * mask).sum() / mask.sum().clamp(min=1))
@@ -343,6 +607,7 @@ class TAPOTrainer(GRPOTrainer):
             "reflection_start_char": reflection_char,
             "correction_start_char": correction_start_char(traj.text, reflection_start_char=reflection_char),
             "prefix_fidelity": prefix_fidelity(traj),
+            "no_marker": has_no_marker(traj),
             "generated_tokens": traj.generated_tokens,
             "tokens": len(traj.token_ids),
             "reward": reward,
@@ -357,6 +622,32 @@ class TAPOTrainer(GRPOTrainer):
         with path.open("a") as out:
             for record in records:
                 out.write(json.dumps(record) + "\n")
+
+
+def _loss_scale(kinds: torch.Tensor, loss_type: str) -> float:
+    """B / B_real for loss types that average over the rows of a micro-batch, else 1.
+
+    Unused construction slots are all-masked rows; a per-sequence mean over B rows would count
+    them, so the effective learning rate would depend on parse failures and on the number of
+    processes. Token-normalised types (bnpo, dapo, cispo, vespo) never count them.
+
+    >>> _loss_scale(torch.tensor([0, 0, 1, 2]), "grpo"), _loss_scale(torch.tensor([0, 2]), "dapo")
+    (1.3333333333333333, 1.0)
+    """
+    if loss_type not in PER_SEQUENCE_LOSSES:
+        return 1.0
+    real = int((kinds != PADDING).sum())
+    return kinds.numel() / real if 0 < real < kinds.numel() else 1.0
+
+
+def _longest_question_tokens(dataset, tokenizer, *, candidates: int = 4) -> int:
+    """Tokens of the longest question in the data set (the few longest by characters are tokenized)."""
+    if dataset is None or not hasattr(dataset, "column_names"):
+        return 0
+    column = "problem" if "problem" in dataset.column_names else "prompt"
+    texts = [str(_prompt_text(x)) for x in dataset[column]]
+    longest = sorted(texts, key=len, reverse=True)[:candidates]
+    return max((len(tokenizer.encode(t, add_special_tokens=False)) for t in longest), default=0)
 
 
 def _unique_keys(query_ids: list[str]) -> list[str]:
@@ -384,4 +675,3 @@ def _weight_sums(weights: torch.Tensor, mask: torch.Tensor, w_min: float) -> lis
     mean, low = masked_mean_and_low_frac(weights, mask, w_min=w_min)
     count = float(mask.sum())
     return [mean * count, low * count, count]
-

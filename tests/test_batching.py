@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from tapo.batching import PER_TOKEN_KEYS, append_rows, pad_left, pad_right, slots_per_process, stack_rows
+from tapo.batching import (
+    CONSTRUCTED,
+    PADDING,
+    PER_TOKEN_KEYS,
+    ROLLOUT,
+    ROW_KIND_KEY,
+    append_rows,
+    pad_left,
+    pad_right,
+    slots_per_process,
+    stack_rows,
+)
 
 PAD = 0
 
@@ -221,11 +232,26 @@ def test_append_rows_fills_every_per_token_logps_key_present():
     extra = {key: torch.full((B, T), -float(i + 1)) for i, key in enumerate(PER_TOKEN_KEYS)}
     batch = trl_batch(**extra)
     new = constructed(**MIXED)
-    out = append_rows(batch, **new, pad_token_id=PAD)
+    ref = new["per_token_logps"] - 0.5  # the reference model's, not the policy's
+    out = append_rows(batch, **new, ref_per_token_logps=ref, pad_token_id=PAD)
     for key in PER_TOKEN_KEYS:
         assert out[key].shape == (B + 2, 6), key
         assert torch.equal(out[key][:B, :T], batch[key]), key
-        assert torch.equal(out[key][B:], new["per_token_logps"]), key
+    assert torch.equal(out["old_per_token_logps"][B:], new["per_token_logps"])
+    assert torch.equal(out["sampling_per_token_logps"][B:], new["per_token_logps"])
+    assert torch.equal(out["ref_per_token_logps"][B:], ref)
+
+
+def test_append_rows_needs_reference_logps_when_the_batch_has_them():
+    batch = trl_batch(ref_per_token_logps=torch.zeros(B, T))
+    with pytest.raises(ValueError, match="ref_per_token_logps"):
+        append_rows(batch, **constructed(**MIXED), pad_token_id=PAD)
+
+
+def test_append_rows_marks_row_kinds():
+    out = append_rows(trl_batch(), **constructed(**MIXED), row_kinds=torch.tensor([CONSTRUCTED, PADDING]),
+                      pad_token_id=PAD)
+    assert out[ROW_KIND_KEY].tolist() == [ROLLOUT] * B + [CONSTRUCTED, PADDING]
 
 
 def test_append_rows_leaves_absent_and_none_keys_alone():

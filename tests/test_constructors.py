@@ -13,6 +13,7 @@ from tapo.core.constructors import (
     SpliceConstructor,
     chat_prompt_ids,
     find_reflection,
+    has_no_marker,
     make_constructor,
     prefix_fidelity,
     strip_eos,
@@ -282,13 +283,33 @@ def test_splice_cut_covers_a_quote_that_ends_inside_a_token():
     assert result.text.startswith(f"{LINE1}\n{LINE2}\nS Wait, let me double-check")
 
 
-def test_splice_appends_eos_to_a_truncated_continuation(tok):
+def test_splice_drops_a_truncated_continuation(tok):
     cut_short = tok.encode(": 19 * 3 is 57", add_special_tokens=False)  # no eos: the token limit stopped it
     generate = ScriptedGenerate(tok, [LOCATE], [cut_short])
     [result] = SpliceConstructor(tokenizer=tok, generate=generate).construct([request(tok)])
-    assert result.token_ids[-1] == tok.eos_token_id and result.token_ids[-len(cut_short) - 1 : -1] == tuple(cut_short)
-    assert result.extra["truncated"] is True
+    assert isinstance(result, ConstructionFailure) and result.reason == "truncated"
     assert result.generated_tokens == len(generate.ids(LOCATE)) + len(cut_short)
+
+
+def test_splice_keeps_a_truncated_continuation_without_eos_when_asked(tok):
+    cut_short = tok.encode(": 19 * 3 is 57", add_special_tokens=False)
+    generate = ScriptedGenerate(tok, [LOCATE], [cut_short])
+    [result] = SpliceConstructor(tokenizer=tok, generate=generate, keep_truncated=True).construct([request(tok)])
+    assert result.token_ids[-len(cut_short):] == tuple(cut_short)  # no eos appended: it did not end
+    assert tok.eos_token_id not in result.token_ids
+    assert result.extra["truncated"] is True
+
+
+def test_splice_ends_at_any_declared_eos(tok):
+    """A second end id (as Qwen3 declares <|endoftext|> beside <|im_end|>) ends the continuation too."""
+    other_end = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert other_end != tok.eos_token_id
+    body = tok.encode(": 19 * 3 is 57", add_special_tokens=False)
+    generate = ScriptedGenerate(tok, [LOCATE], [body + [other_end] + body])
+    constructor = SpliceConstructor(tokenizer=tok, generate=generate, eos_token_ids=(tok.eos_token_id, other_end))
+    [result] = constructor.construct([request(tok)])
+    assert result.token_ids[-len(body) - 1:] == tuple(body) + (tok.eos_token_id,)  # cut at the other end id
+    assert result.extra["truncated"] is False
 
 
 def test_splice_empty_continuation_is_a_failure(tok):
@@ -415,3 +436,65 @@ def test_make_constructor_rejects_bad_options(tok):
         make_constructor("splice", tokenizer=tok, generate=ScriptedGenerate(tok), splice_fallback="skip")
     with pytest.raises(ValueError, match="max_reflection_chars must be positive"):
         make_constructor("self", tokenizer=tok, generate=ScriptedGenerate(tok), max_reflection_chars=0)
+
+
+# ---- budgets, end ids, template arguments (issue: TAPO correct on every path) ----
+
+def test_self_drops_an_unclosed_reconstruction(tok):
+    """A synthesis cut off by its budget leaves the reconstruction open: no final answer, so no trajectory."""
+    cut = f"<analysis>slip</analysis>\n<reconstruction>{LINE1}\nWait, let me double-check"
+    generate = ScriptedGenerate(tok, [tok.encode(cut, add_special_tokens=False)])  # no eos: the budget ran out
+    [result] = SelfConstructor(tokenizer=tok, generate=generate).construct([request(tok)])
+    assert isinstance(result, ConstructionFailure) and result.reason == "truncated"
+
+
+def test_self_keeps_an_unclosed_reconstruction_without_eos_when_asked(tok):
+    cut = f"<analysis>slip</analysis>\n<reconstruction>{LINE1}\nWait, let me double-check"
+    generate = ScriptedGenerate(tok, [tok.encode(cut, add_special_tokens=False)])
+    [result] = SelfConstructor(tokenizer=tok, generate=generate, keep_truncated=True).construct([request(tok)])
+    assert isinstance(result, ConstructedTrajectory) and result.extra["truncated"] is True
+    assert tok.eos_token_id not in result.token_ids
+    closed = ScriptedGenerate(tok, [synthesis(f"{LINE1}\n{FIX}")])
+    [done] = SelfConstructor(tokenizer=tok, generate=closed, keep_truncated=True).construct([request(tok)])
+    assert done.token_ids[-1] == tok.eos_token_id and done.extra["truncated"] is False
+
+
+def test_max_tokens_drops_long_constructions(tok):
+    text = synthesis(f"{LINE1}\n{FIX}")
+    n_ids = len(tok.encode(f"{LINE1}\n{FIX}", add_special_tokens=False)) + 1
+    for limit, built in ((n_ids, True), (n_ids - 1, False)):
+        generate = ScriptedGenerate(tok, [text])
+        [result] = make_constructor("self", tokenizer=tok, generate=generate, max_tokens=limit).construct([request(tok)])
+        assert isinstance(result, ConstructedTrajectory) is built
+        if not built:
+            assert result.reason == "too_long"
+
+
+def test_self_without_a_marker_has_unknown_prefix_fidelity(tok):
+    """Sharing a few tokens with y- and never reflecting says nothing about copying up to the mistake."""
+    generate = ScriptedGenerate(tok, [synthesis("Step 1: 12 + 7 is 19, so the answer is \\boxed{52}.")])
+    [result] = SelfConstructor(tokenizer=tok, generate=generate).construct([request(tok)])
+    assert result.extra["marker"] is None and result.prefix_tokens > 0
+    assert has_no_marker(result) and prefix_fidelity(result) is None
+
+
+# A Qwen3-style switch: without enable_thinking=False the assistant turn opens in thinking mode.
+THINKING_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+    "{% endif %}"
+)
+
+
+@pytest.mark.parametrize("strategy", ["self", "splice"])
+def test_every_templated_prompt_takes_the_chat_template_arguments(tok, strategy):
+    """Synthesis, locate and continue prompts are templated with the rollouts' chat_template_kwargs."""
+    kwargs = {"chat_template": THINKING_TEMPLATE, "enable_thinking": False}
+    script = [[synthesis(f"{LINE1}\n{FIX}")]] if strategy == "self" else [[LOCATE], [CONTINUATION]]
+    generate = ScriptedGenerate(tok, *script)
+    make_constructor(strategy, tokenizer=tok, generate=generate, chat_template_kwargs=kwargs).construct([request(tok)])
+    assert len(generate.calls) == len(script)
+    for call in generate.calls:
+        text = tok.decode(call[0], skip_special_tokens=False)
+        assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in text  # the thinking switch was honoured

@@ -1,7 +1,8 @@
-"""The TAPO adapter on builtin:tiny: the batch contract with TRL, the augmented batch, and its loss.
+"""The TAPO adapter on builtin:tiny-arith: the batch contract with TRL, the augmented batch, and its loss.
 
-A deterministic pseudo-reward (a checksum of the completion, ~40% "right") makes groups mixed on the
-random tiny model, so selection fires without a trained model.
+A deterministic pseudo-reward (a checksum of the completion, ~40% "right") makes groups mixed, so
+selection fires whatever the model answers. The warm-started tiny model ends its answers with eos
+within 24 tokens (a random one never does, and a truncated rollout is never a y-).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
+from tapo.batching import CONSTRUCTED, PADDING, ROW_KIND_KEY
 from tapo.data import load_records, to_prompt_dataset
 from tapo.models import load_policy
 from tapo.trainer import TAPOConfig, TAPOTrainer
@@ -25,12 +27,12 @@ def checksum_reward(completions, **kwargs):
     return [float(zlib.crc32(json.dumps(c).encode()) % 5 < 2) for c in completions]
 
 
-def make_trainer(tmp_path, model_name: str = "builtin:tiny", **overrides) -> TAPOTrainer:
+def make_trainer(tmp_path, model_name: str = "builtin:tiny-arith", *, n_steps=1, **overrides) -> TAPOTrainer:
     model, tokenizer = load_policy(model_name)
-    records = load_records("builtin:arithmetic", n=16, n_steps=1, max_operand=9)
+    records = load_records("builtin:arithmetic", n=16, n_steps=n_steps, max_operand=9)
     settings = dict(
         output_dir=str(tmp_path), max_steps=1, num_generations=8, per_device_train_batch_size=16,
-        max_completion_length=12, learning_rate=1e-4, report_to=[], logging_steps=1, save_strategy="no",
+        max_completion_length=24, learning_rate=1e-4, report_to=[], logging_steps=1, save_strategy="no",
         bf16=False, disable_tqdm=True, construction="aligned", n_pos=1, n_neg=1, seed=3, epsilon_high=0.28,
     )
     settings.update(overrides)
@@ -123,7 +125,7 @@ def test_loss_matches_formula(batches, trainer):
     generator = torch.Generator().manual_seed(1)
     # Old log-probs off the current ones so that ratios differ from 1 and clipping matters.
     noise = 0.3 * torch.randn(batch["completion_ids"].shape, generator=generator)
-    logps = trainer._score_tokens(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])[0]
+    logps = trainer._score_tokens(trainer.model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])[0]
     batch["old_per_token_logps"] = logps + noise
     trainer.model.train()
     trainer.model.config.use_cache = False
@@ -133,27 +135,58 @@ def test_loss_matches_formula(batches, trainer):
     assert torch.allclose(engine, expected, atol=1e-5), (engine.item(), expected.item())
 
 
-def test_padding_slots_add_no_loss_or_gradient(batches, trainer):
-    _, augmented = batches
-    batch = {k: v for k, v in augmented.items()}
-    rows = batch["prompt_ids"].size(0)
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo", "vespo")  # all of TRL 1.16's
+
+
+def select_rows(batch: dict, keep: torch.Tensor) -> dict:
+    """The batch restricted to the rows where `keep` is true (scalars such as num_items_in_batch stay)."""
+    return {k: v[keep] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in batch.items()}
+
+
+def with_padding_rows(batch: dict, n: int) -> dict:
+    """`n` unused construction slots appended: a copied prompt, an all-zero completion mask, zero advantages."""
     padded = dict(batch)
-    # Two unused slots: a copy of a prompt, an all-zero completion mask and zero advantages.
     for key in ("prompt_ids", "prompt_mask", "completion_ids"):
-        padded[key] = torch.cat([batch[key], batch[key][:2]])
-    padded["completion_mask"] = torch.cat([batch["completion_mask"], torch.zeros_like(batch["completion_mask"][:2])])
-    padded["advantages"] = torch.cat([batch["advantages"], torch.zeros_like(batch["advantages"][:2])])
-    losses, grads = [], []
-    for candidate in (batch, padded):
-        trainer.model.zero_grad()
-        loss = trainer._compute_loss(trainer.model, candidate)
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
-    assert padded["prompt_ids"].size(0) == rows + 2
-    assert torch.allclose(losses[0], losses[1], atol=1e-7)
-    assert torch.allclose(grads[0], grads[1], atol=1e-7)
+        padded[key] = torch.cat([batch[key], batch[key][:n]])
+    for key in ("completion_mask", "advantages", "ref_per_token_logps"):
+        if key in batch:
+            padded[key] = torch.cat([batch[key], torch.zeros_like(batch[key][:n])])
+    padded[ROW_KIND_KEY] = torch.cat([batch[ROW_KIND_KEY], torch.full((n,), PADDING)])
+    return padded
+
+
+def loss_and_grad(trainer, batch):
     trainer.model.zero_grad()
+    loss = trainer._compute_loss(trainer.model, batch)
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+    trainer.model.zero_grad()
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_padding_slots_change_no_loss_type(batches, trainer, loss_type, beta):
+    """Unused slots never change the effective learning rate: same loss and gradient as without them."""
+    _, augmented = batches
+    real = select_rows(augmented, augmented[ROW_KIND_KEY] != PADDING)
+    rows = real["prompt_ids"].size(0)
+    assert (real[ROW_KIND_KEY] == CONSTRUCTED).any()
+    if beta:
+        real["ref_per_token_logps"] = trainer._score_tokens(
+            trainer.model, real["prompt_ids"], real["prompt_mask"], real["completion_ids"], real["completion_mask"]
+        )[0] - 0.2 * real["completion_mask"]  # a reference the policy has moved away from
+    padded = with_padding_rows(real, 4)
+    saved = trainer.loss_type, trainer.beta
+    trainer.loss_type, trainer.beta = loss_type, beta
+    try:
+        (loss_real, grad_real), (loss_padded, grad_padded) = loss_and_grad(trainer, real), loss_and_grad(trainer, padded)
+    finally:
+        trainer.loss_type, trainer.beta = saved
+    assert padded["prompt_ids"].size(0) == rows + 4
+    assert grad_real.abs().sum() > 0
+    assert torch.allclose(loss_real, loss_padded, rtol=1e-5, atol=1e-6), (loss_real, loss_padded)
+    assert torch.allclose(grad_real, grad_padded, rtol=1e-4, atol=1e-7)
 
 
 def test_constructed_advantages_carry_ots_and_lambda(tmp_path):

@@ -4,6 +4,7 @@ Imports no training engine; only the standard library and torch.
 """
 
 from tapo.core.advantages import (
+    batch_std,
     group_advantages,
     is_degenerate,
     reflection_advantages,
@@ -31,6 +32,7 @@ from tapo.core.synthesis import (
     find_quote_end,
     parse_locate,
     parse_synthesis,
+    parse_synthesis_closed,
     reflection_start_in,
     seed_reflection,
 )
@@ -42,6 +44,7 @@ from tapo.core.types import (
 )
 
 __all__ = [
+    "batch_std",
     "CONTINUE_TEMPLATE",
     "LOCATE_TEMPLATE",
     "REFLECTION_OPENER",
@@ -63,6 +66,7 @@ __all__ = [
     "ots_weights",
     "parse_locate",
     "parse_synthesis",
+    "parse_synthesis_closed",
     "reflection_advantages",
     "reflection_start_in",
     "reflection_token_advantages",

@@ -24,18 +24,31 @@ def _finite_rewards(rewards: Sequence[float], *, what: str) -> list[float]:
     return values
 
 
-def _mean_and_population_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (1/K) of a non-empty list."""
+def _mean_and_std(values: Sequence[float], *, unbiased: bool = False) -> tuple[float, float]:
+    """Mean and standard deviation of a non-empty list: population (1/K) or, with `unbiased`, sample (1/(K-1))."""
     mean = math.fsum(values) / len(values)
-    variance = math.fsum((v - mean) ** 2 for v in values) / len(values)
+    denominator = len(values) - 1 if unbiased else len(values)
+    variance = math.fsum((v - mean) ** 2 for v in values) / denominator if denominator > 0 else 0.0
     return mean, math.sqrt(variance)
 
 
-def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+def group_advantages(
+    rewards: Sequence[float],
+    eps: float = 1e-6,
+    *,
+    unbiased: bool = False,
+    scale: bool = True,
+    std: float | None = None,
+) -> list[float]:
     """GRPO advantages of one group: A_i = (r_i - mean) / (std + eps), std over K (population).
 
     A lone sample keeps its reward (A = r, as the paper does for |G_ref| = 1); a group whose
     rewards are all equal gets exact zeros; an empty group gets [].
+
+    Keyword options give the engine's convention, so advantages computed here share a scale with
+    the engine's: `unbiased=True` uses the sample std (1/(K-1), TRL's `nanstd`), `scale=False`
+    only centres (TRL's `scale_rewards: none`), and `std` divides by a given std instead of the
+    group's (TRL's `scale_rewards: batch`, the std of the whole batch).
 
     >>> [round(a, 4) for a in group_advantages([1.0, 0.0, 0.0, 1.0])]
     [1.0, -1.0, -1.0, 1.0]
@@ -43,16 +56,35 @@ def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]
     [1.0]
     >>> group_advantages([1.0, 1.0, 1.0])
     [0.0, 0.0, 0.0]
+    >>> [round(a, 4) for a in group_advantages([1.0, 0.0, 0.0, 1.0], 1e-4, unbiased=True)]  # TRL's group scaling
+    [0.8659, -0.8659, -0.8659, 0.8659]
+    >>> group_advantages([1.0, 0.0, 0.0, 0.0], scale=False)  # TRL's scale_rewards: none
+    [0.75, -0.25, -0.25, -0.25]
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if std is not None and not (math.isfinite(std) and std >= 0):
+        raise ValueError(f"std must be a finite number >= 0, got {std}")
     values = _finite_rewards(rewards, what="rewards")
     if len(values) <= 1:
         return values
     if is_degenerate(values):
         return [0.0] * len(values)
-    mean, std = _mean_and_population_std(values)
-    return [(v - mean) / (std + eps) for v in values]
+    mean, group_std = _mean_and_std(values, unbiased=unbiased)
+    if not scale:
+        return [v - mean for v in values]
+    divisor = (group_std if std is None else std) + eps
+    return [(v - mean) / divisor for v in values]
+
+
+def batch_std(rewards: Sequence[float], *, unbiased: bool = True) -> float:
+    """The std of a whole batch of rewards (TRL's `scale_rewards: batch`); 0.0 for fewer than two.
+
+    >>> round(batch_std([1.0, 0.0, 0.0, 1.0]), 4)
+    0.5774
+    """
+    values = _finite_rewards(rewards, what="rewards")
+    return _mean_and_std(values, unbiased=unbiased)[1] if len(values) > 1 else 0.0
 
 
 def is_degenerate(rewards: Sequence[float]) -> bool:
@@ -75,6 +107,9 @@ def reflection_advantages(
     baseline: str = "reflection",
     original_rewards: Sequence[float] | None = None,
     eps: float = 1e-6,
+    unbiased: bool = False,
+    scale: bool = True,
+    std: float | None = None,
 ) -> list[float]:
     """Advantages of one query's reflection group G_ref, decoupled from its original group.
 
@@ -83,6 +118,9 @@ def reflection_advantages(
     - `baseline="original"`: A_ref_j = (r_ref_j - mean_Gorig) / (std_Gorig + eps), using the
       statistics of the query's original rollouts (which stay untouched). Never degenerate for an
       eligible query, whose original group is mixed; a zero-variance original group is an error.
+
+    `unbiased`, `scale` and `std` are `group_advantages`'s engine-convention options; with
+    `baseline="original"` and `std` given, that std replaces the original group's.
 
     >>> [round(a, 4) for a in reflection_advantages([1.0, 0.0])]
     [1.0, -1.0]
@@ -93,7 +131,7 @@ def reflection_advantages(
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if baseline == "reflection":
-        return group_advantages(ref_rewards, eps)
+        return group_advantages(ref_rewards, eps, unbiased=unbiased, scale=scale, std=std)
     if original_rewards is None:
         raise ValueError("baseline 'original' needs original_rewards (the rewards of the query's rollouts)")
     if eps < 0:
@@ -105,8 +143,11 @@ def reflection_advantages(
             f"baseline 'original' needs an original group with reward variance, got {originals}; "
             "selection only constructs for mixed groups, so this group should not have a reflection group"
         )
-    mean, std = _mean_and_population_std(originals)
-    return [(v - mean) / (std + eps) for v in values]
+    mean, group_std = _mean_and_std(originals, unbiased=unbiased)
+    if not scale:
+        return [v - mean for v in values]
+    divisor = (group_std if std is None else std) + eps
+    return [(v - mean) / divisor for v in values]
 
 
 def reflection_token_advantages(

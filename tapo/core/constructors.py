@@ -17,8 +17,15 @@ twice, `aligned` never -- also with an empty prompt list, so that every process 
 run makes the same generation calls whatever its data.
 
 Tokenizers are duck-typed; only these are used: `apply_chat_template(messages, tokenize=False,
-add_generation_prompt=True)`, `encode(text, add_special_tokens=False)`, `decode(ids,
-skip_special_tokens=True)` and `eos_token_id`. No training engine is imported.
+add_generation_prompt=True, **chat_template_kwargs)`, `encode(text, add_special_tokens=False)`,
+`decode(ids, skip_special_tokens=True)` and `eos_token_id`. No training engine is imported.
+
+Every prompt a constructor templates takes the rollouts' `chat_template_kwargs` (Qwen3's
+`enable_thinking: false` must reach synthesis prompts too). A completion ends at any of the
+model's eos ids (`eos_token_ids`; Qwen3 declares two); one that did not end within its budget
+(`self`: a reconstruction left unclosed; `splice`: a continuation with no eos) is a failure with
+reason "truncated", unless `keep_truncated`, which keeps it without an appended eos, marked
+`extra["truncated"]`, as TRL keeps a truncated rollout.
 
 Character positions are mapped to token boundaries through decoded prefixes: with L(k) =
 len(decode(ids[:k])), `tokens_covering(end)` is the smallest k with L(k) >= end and
@@ -30,7 +37,7 @@ boundary that crosses `end`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
@@ -43,7 +50,7 @@ from tapo.core.synthesis import (
     common_prefix_len,
     find_quote_end,
     parse_locate,
-    parse_synthesis,
+    parse_synthesis_closed,
     seed_reflection,
 )
 from tapo.core.types import ConstructedTrajectory, ConstructionFailure, ConstructionRequest
@@ -82,28 +89,34 @@ class Constructor(Protocol):
 # --- tokenizer helpers ----------------------------------------------------------------------
 
 
-def chat_prompt_ids(tokenizer: Any, user_text: str) -> list[int]:
+def chat_prompt_ids(tokenizer: Any, user_text: str, chat_template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
     """Token ids of a one-message chat prompt with the assistant turn opened.
 
     With a ChatML template, `chat_prompt_ids(tok, "hi")` encodes
     "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" (the template's own special
-    tokens are in the text, so no extra special tokens are added).
+    tokens are in the text, so no extra special tokens are added). `chat_template_kwargs` go to
+    the template as they go for rollouts (e.g. `{"enable_thinking": False}`, or `chat_template`).
     """
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True,
+        **dict(chat_template_kwargs or {}),
     )
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def strip_eos(ids: Sequence[int], eos_token_id: int) -> tuple[list[int], bool]:
+def strip_eos(ids: Sequence[int], eos_token_id: int | Sequence[int]) -> tuple[list[int], bool]:
     """(ids before the first eos, whether an eos was there); anything after the eos (padding) is dropped.
 
-    >>> strip_eos([5, 6, 2, 0, 0], 2), strip_eos([5, 6], 2)
-    (([5, 6], True), ([5, 6], False))
+    `eos_token_id` is one id or all the ids that end a generation (Qwen3 declares two).
+
+    >>> strip_eos([5, 6, 2, 0, 0], 2), strip_eos([5, 6], 2), strip_eos([5, 7, 6], [2, 7])
+    (([5, 6], True), ([5, 6], False), ([5], True))
     """
     ids = list(ids)
-    if eos_token_id in ids:
-        return ids[: ids.index(eos_token_id)], True
+    ends = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+    for position, token in enumerate(ids):
+        if token in ends:
+            return ids[:position], True
     return ids, False
 
 
@@ -157,15 +170,20 @@ def find_reflection(text: str, *, start: int = 0, markers: Sequence[str] = REFLE
     return pattern.search(text, start)
 
 
-def prefix_fidelity(trajectory: ConstructedTrajectory) -> float:
+def has_no_marker(trajectory: ConstructedTrajectory) -> bool:
+    """Whether a `self` reconstruction has no reflection marker after its copied prefix."""
+    return trajectory.strategy == "self" and "marker" in trajectory.extra and trajectory.extra["marker"] is None
+
+
+def prefix_fidelity(trajectory: ConstructedTrajectory) -> float | None:
     """Share of y_ref's pre-reflection tokens that are y-'s own: prefix_tokens / reflection_start.
 
     Clipped to [0, 1]; the denominator is at least 1, so a trajectory that keeps nothing of y- and
     reflects at once scores 0. `splice` and `aligned` keep y-'s ids up to the reflection by
     construction (prefix_tokens == reflection_start), so they score 1.0 whenever they keep any
-    token. For `self` it measures how faithfully the model copied y- before reflecting; when no
-    reflection marker is found, `self` puts reflection_start at prefix_tokens (score 1.0 if any
-    token was copied), so read it together with the share of trajectories with a marker.
+    token. For `self` it measures how faithfully the model copied y- before reflecting. A `self`
+    reconstruction with no reflection marker has no known mistake position, so its fidelity is
+    unknown: None (the trainer excludes it and logs the share without a marker instead).
 
     >>> from tapo.core.types import ConstructionPair
     >>> t = ConstructedTrajectory(pair=ConstructionPair("q", 0, 1), strategy="self", text="", token_ids=(),
@@ -175,6 +193,8 @@ def prefix_fidelity(trajectory: ConstructedTrajectory) -> float:
     """
     if trajectory.strategy in ("splice", "aligned"):
         return 1.0  # the kept prefix is y-'s own ids by construction, even when it is empty
+    if has_no_marker(trajectory):
+        return None
     return min(1.0, max(0.0, trajectory.prefix_tokens / max(trajectory.reflection_start, 1)))
 
 
@@ -186,6 +206,15 @@ def _eos_of(tokenizer: Any) -> int:
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id; constructed trajectories must end with eos like rollouts")
     return int(eos)
+
+
+def _ends_of(tokenizer: Any, eos_token_ids: Sequence[int] | None) -> tuple[int, ...]:
+    """Every id that ends a generation: the given ones (the model's), else the tokenizer's eos."""
+    return tuple(eos_token_ids) if eos_token_ids else (_eos_of(tokenizer),)
+
+
+def _over_budget(ids: Sequence[int], limit: int | None) -> bool:
+    return limit is not None and len(ids) > limit
 
 
 def _call(generate: GenerateFn, prompts: list[list[int]], *, phase: str) -> list[list[int]]:
@@ -214,7 +243,9 @@ class SelfConstructor:
     len(decode(ids[:k])) <= the marker's position, so a token " Wait" that carries the space
     counts as reflection; without a marker, reflection_start = prefix_tokens. With
     `max_reflection_chars`, a reconstruction adding more characters than that after its common
-    prefix with y- fails with reason "too_long".
+    prefix with y- fails with reason "too_long", as does one of more than `max_tokens` ids. An
+    unclosed reconstruction (the synthesis hit its budget) fails with reason "truncated" unless
+    `keep_truncated`.
     """
 
     strategy: ClassVar[str] = "self"
@@ -223,6 +254,10 @@ class SelfConstructor:
     template: str = SELF_TEMPLATE
     markers: Sequence[str] = REFLECTION_MARKERS
     max_reflection_chars: int | None = None
+    eos_token_ids: Sequence[int] = ()
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    keep_truncated: bool = False
+    max_tokens: int | None = None
 
     def prompts(self, requests: Sequence[ConstructionRequest]) -> list[list[int]]:
         """The synthesis prompt of each request, as chat-templated token ids."""
@@ -232,27 +267,33 @@ class SelfConstructor:
                 build_self_prompt(
                     question=r.question, negative=r.negative_text, positive=r.positive_text, template=self.template
                 ),
+                self.chat_template_kwargs,
             )
             for r in requests
         ]
 
     def finish(self, request: ConstructionRequest, completion: Sequence[int]) -> Result:
         """Parse one synthesis completion into a trajectory (or a failure)."""
-        eos = _eos_of(self.tokenizer)
+        eos = _ends_of(self.tokenizer, self.eos_token_ids)[0]
         raw = self.tokenizer.decode(list(completion), skip_special_tokens=True)
         fail = dict(pair=request.pair, strategy=self.strategy, generated_tokens=len(completion), raw_output=raw)
-        parsed = parse_synthesis(raw)
+        parsed = parse_synthesis_closed(raw)
         if parsed is None:
             return ConstructionFailure(reason="unparsed", **fail)
-        analysis, reconstruction = parsed
+        analysis, reconstruction, closed = parsed
+        if not closed and not self.keep_truncated:
+            return ConstructionFailure(reason="truncated", **fail)
         kept_chars = common_prefix_len(reconstruction, request.negative_text)
         if _too_long(reconstruction[kept_chars:], self.max_reflection_chars):
             return ConstructionFailure(reason="too_long", **fail)
-        ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False)) + [eos]
+        ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False)) + ([eos] if closed else [])
+        if _over_budget(ids, self.max_tokens):
+            return ConstructionFailure(reason="too_long", **fail)
         prefix_tokens = common_prefix_len(ids, request.negative_ids)
         marker = find_reflection(reconstruction, start=kept_chars, markers=self.markers)
+        body = ids[:-1] if closed else ids
         reflection_start = (
-            tokens_within(self.tokenizer, ids[:-1], marker.start()) if marker is not None else prefix_tokens
+            tokens_within(self.tokenizer, body, marker.start()) if marker is not None else prefix_tokens
         )
         return ConstructedTrajectory(
             pair=request.pair,
@@ -263,7 +304,8 @@ class SelfConstructor:
             prefix_tokens=prefix_tokens,
             reflection_start=reflection_start,
             generated_tokens=len(completion),
-            extra={"marker": marker.group(0) if marker is not None else None, "kept_chars": kept_chars},
+            extra={"marker": marker.group(0) if marker is not None else None, "kept_chars": kept_chars,
+                   "truncated": not closed},
         )
 
     def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
@@ -293,8 +335,9 @@ class SpliceConstructor:
     with len(decode(ids[:k])) >= that end (`tokens_covering`), so the kept prefix is exactly
     y-'s ids[:k] and covers the whole quote. Phase 2 (one generate call): chat(CONTINUE prompt) +
     ids[:k] + encode(opener), where opener = `seed_reflection(prefix)` (" Wait, let me
-    double-check"); y_ref = ids[:k] + opener ids + completion, ended with eos (appended, with
-    extra["truncated"] = True, when the completion stopped without one). prefix_tokens =
+    double-check"); y_ref = ids[:k] + opener ids + completion up to its eos, then one eos. A
+    completion that stopped without any eos id hit its budget: a failure "truncated", or with
+    `keep_truncated` kept without an eos, extra["truncated"] = True. prefix_tokens =
     reflection_start = k; generated_tokens = locate + continuation tokens.
 
     Requests whose locate output does not parse ("unparsed") or whose quote is not in y-
@@ -311,6 +354,10 @@ class SpliceConstructor:
     self_template: str = SELF_TEMPLATE
     opener: str = REFLECTION_OPENER
     max_reflection_chars: int | None = None
+    eos_token_ids: Sequence[int] = ()
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    keep_truncated: bool = False
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.fallback not in SPLICE_FALLBACKS:
@@ -323,7 +370,7 @@ class SpliceConstructor:
         if parsed is None:
             return "unparsed"
         quote, analysis = parsed
-        kept_all, _ = strip_eos(request.negative_ids, _eos_of(self.tokenizer))
+        kept_all, _ = strip_eos(request.negative_ids, _ends_of(self.tokenizer, self.eos_token_ids))
         negative = self.tokenizer.decode(kept_all, skip_special_tokens=True)
         end = find_quote_end(quote, negative)
         if end is None:
@@ -344,20 +391,24 @@ class SpliceConstructor:
         text = build_continue_prompt(
             question=request.question, positive=request.positive_text, analysis=located.analysis
         )
-        return chat_prompt_ids(self.tokenizer, text) + located.kept_ids + located.opener_ids
+        return chat_prompt_ids(self.tokenizer, text, self.chat_template_kwargs) + located.kept_ids + located.opener_ids
 
     def finish(self, request: ConstructionRequest, located: _Located, completion: Sequence[int]) -> Result:
         """Assemble y_ref from the kept prefix, the opener and the continuation."""
-        eos = _eos_of(self.tokenizer)
+        ends = _ends_of(self.tokenizer, self.eos_token_ids)
         generated = located.locate_tokens + len(completion)
-        body, stopped = strip_eos(completion, eos)
+        body, stopped = strip_eos(completion, ends)
         new_text = self.tokenizer.decode(located.opener_ids + body, skip_special_tokens=True)
         fail = dict(pair=request.pair, strategy=self.strategy, generated_tokens=generated, raw_output=new_text)
         if not self.tokenizer.decode(body, skip_special_tokens=True).strip():
             return ConstructionFailure(reason="empty", **fail)
+        if not stopped and not self.keep_truncated:
+            return ConstructionFailure(reason="truncated", **fail)
         if _too_long(new_text, self.max_reflection_chars):
             return ConstructionFailure(reason="too_long", **fail)
-        ids = located.kept_ids + located.opener_ids + body + [eos]
+        ids = located.kept_ids + located.opener_ids + body + ([ends[0]] if stopped else [])
+        if _over_budget(ids, self.max_tokens):
+            return ConstructionFailure(reason="too_long", **fail)
         k = len(located.kept_ids)
         return ConstructedTrajectory(
             pair=request.pair,
@@ -378,6 +429,7 @@ class SpliceConstructor:
             chat_prompt_ids(
                 self.tokenizer,
                 build_locate_prompt(question=r.question, negative=r.negative_text, positive=r.positive_text),
+                self.chat_template_kwargs,
             )
             for r in requests
         ]
@@ -401,6 +453,10 @@ class SpliceConstructor:
             generate=self.generate,
             template=self.self_template,
             max_reflection_chars=self.max_reflection_chars,
+            eos_token_ids=self.eos_token_ids,
+            chat_template_kwargs=self.chat_template_kwargs,
+            keep_truncated=self.keep_truncated,
+            max_tokens=self.max_tokens,
         )
         phase2 = [self.continue_prompt(requests[x.index], x) for x in to_continue]
         phase2 += fallback.prompts([requests[i] for i in failed])
@@ -437,6 +493,8 @@ class AlignedConstructor:
     strategy: ClassVar[str] = "aligned"
     tokenizer: Any
     max_reflection_chars: int | None = None
+    eos_token_ids: Sequence[int] = ()
+    max_tokens: int | None = None
 
     def construct_one(self, request: ConstructionRequest) -> Result:
         from tapo.data.arithmetic import aligned_correction, diagnose_steps, parse_question, reflection_sentence
@@ -445,8 +503,9 @@ class AlignedConstructor:
         problem = parse_question(request.question)
         if problem is None:
             return ConstructionFailure(reason="not_arithmetic", **fail)
-        eos = _eos_of(self.tokenizer)
-        negative_ids, _ = strip_eos(request.negative_ids, eos)
+        ends = _ends_of(self.tokenizer, self.eos_token_ids)
+        eos = ends[0]
+        negative_ids, _ = strip_eos(request.negative_ids, ends)
         negative = self.tokenizer.decode(negative_ids, skip_special_tokens=True)
         corrected = aligned_correction(problem, negative)
         if corrected is None:
@@ -461,6 +520,8 @@ class AlignedConstructor:
             kept = self.tokenizer.decode(negative_ids[:k], skip_special_tokens=True)
         leftover = prefix[len(kept) :]
         ids = negative_ids[:k] + list(self.tokenizer.encode(leftover + continuation, add_special_tokens=False)) + [eos]
+        if _over_budget(ids, self.max_tokens):
+            return ConstructionFailure(reason="too_long", raw_output=continuation, **fail)
         diagnosis = diagnose_steps(problem, negative)
         return ConstructedTrajectory(
             pair=request.pair,
@@ -486,13 +547,20 @@ def make_constructor(
     self_template: str | None = None,
     splice_fallback: str = "self",
     max_reflection_chars: int | None = None,
+    eos_token_ids: Sequence[int] = (),
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    keep_truncated: bool = False,
+    max_tokens: int | None = None,
 ) -> Constructor:
     """The constructor of a strategy name ("self", "splice", "aligned").
 
     `generate` is required by the model strategies ("self", "splice"); `self_template` replaces
     the `self` synthesis template (also used by splice's self fallback); `splice_fallback` is
     "self" or "drop"; `max_reflection_chars` rejects ("too_long") constructions that add more
-    characters than that after the kept prefix of y-.
+    characters than that after the kept prefix of y-, `max_tokens` those of more ids than that.
+    `eos_token_ids` are the ids that end a generation (the first one ends y_ref),
+    `chat_template_kwargs` go to every prompt's chat template, and `keep_truncated` keeps
+    constructions that hit their budget (see the module docstring).
 
     >>> make_constructor("aligned", tokenizer=None).strategy
     'aligned'
@@ -501,19 +569,17 @@ def make_constructor(
         raise ValueError(f"unknown construction strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if max_reflection_chars is not None and max_reflection_chars <= 0:
         raise ValueError(f"max_reflection_chars must be positive or None, got {max_reflection_chars!r}")
+    if max_tokens is not None and max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive or None, got {max_tokens!r}")
+    common = dict(tokenizer=tokenizer, max_reflection_chars=max_reflection_chars,
+                  eos_token_ids=tuple(eos_token_ids), max_tokens=max_tokens)
     if strategy == "aligned":
-        return AlignedConstructor(tokenizer=tokenizer, max_reflection_chars=max_reflection_chars)
+        return AlignedConstructor(**common)
     if generate is None:
         raise ValueError(f"construction strategy {strategy!r} needs a generate function (the policy's generation path)")
     template = self_template if self_template is not None else SELF_TEMPLATE
+    model_options = dict(generate=generate, chat_template_kwargs=dict(chat_template_kwargs or {}),
+                         keep_truncated=keep_truncated)
     if strategy == "self":
-        return SelfConstructor(
-            tokenizer=tokenizer, generate=generate, template=template, max_reflection_chars=max_reflection_chars
-        )
-    return SpliceConstructor(
-        tokenizer=tokenizer,
-        generate=generate,
-        fallback=splice_fallback,
-        self_template=template,
-        max_reflection_chars=max_reflection_chars,
-    )
+        return SelfConstructor(template=template, **common, **model_options)
+    return SpliceConstructor(fallback=splice_fallback, self_template=template, **common, **model_options)

@@ -4,6 +4,9 @@ A group (the K rollouts of one query) splits into correct P (reward > 0) and inc
 (reward <= 0). The query is eligible iff |P| >= n_pos and |N| >= n_neg; an eligible query gives
 min(m_max, |N|) distinct y- drawn from N, each with a y+ drawn uniformly from P (independently per
 y-). Every draw comes from an explicit `random.Random`, so a run is reproducible.
+
+A rollout cut off by its token budget has no final answer to diagnose: it counts in |N| for
+eligibility but is never drawn as y- (`truncated`).
 """
 
 from __future__ import annotations
@@ -66,22 +69,31 @@ def select_pairs(
     n_neg: int = 4,
     m_max: int = 4,
     rng: random.Random | None = None,
+    *,
+    truncated: Sequence[bool] | None = None,
 ) -> list[tuple[int, int]]:
     """(index of y-, index of y+) construction pairs for one group; [] when it is not eligible.
 
-    min(m_max, |N|) distinct y- are drawn without replacement from N (`rng.sample`), then for each
-    y-, in the order drawn, a y+ is drawn uniformly from P (`rng.choice`). `rng=None` means
-    `random.Random(0)`, so a call without an rng is deterministic.
+    min(m_max, |N'|) distinct y- are drawn without replacement from N' = the incorrect rollouts
+    that are not `truncated` (`rng.sample`), then for each y-, in the order drawn, a y+ is drawn
+    uniformly from P (`rng.choice`). Eligibility counts every incorrect rollout, truncated or not.
+    `rng=None` means `random.Random(0)`, so a call without an rng is deterministic.
 
     >>> select_pairs([1, 0, 0, 1, 0, 0, 0, 0], rng=random.Random(0))
     [(5, 3), (7, 3), (1, 3), (2, 3)]
     >>> select_pairs([1, 0, 0, 0, 0, 0, 0, 0])  # |P| = 1 < n_pos
     []
+    >>> select_pairs([1, 0, 0, 1, 0, 0], n_neg=4, truncated=[False, True, True, False, True, False])
+    [(5, 3)]
     """
     check_thresholds(n_pos=n_pos, n_neg=n_neg, m_max=m_max)
     positives, negatives = split_group(rewards)
     if len(positives) < n_pos or len(negatives) < n_neg:
         return []
+    if truncated is not None:
+        if len(truncated) != len(rewards):
+            raise ValueError(f"truncated has {len(truncated)} flags for a group of {len(rewards)} rollouts")
+        negatives = [i for i in negatives if not truncated[i]]
     rng = random.Random(0) if rng is None else rng
     chosen = rng.sample(negatives, min(m_max, len(negatives)))
     return [(negative, rng.choice(positives)) for negative in chosen]
@@ -107,12 +119,14 @@ def select_construction_pairs(
     m_max: int = 4,
     seed: int,
     step: int,
+    truncated: Sequence[Sequence[bool]] | None = None,
 ) -> list[ConstructionPair]:
     """Construction pairs for a whole gathered batch of groups, identical on every process.
 
     `groups` is the gathered view, (query_id, rewards of that query's rollouts) in the same order
     on every process; one `selection_rng(seed=seed, step=step)` serves the groups in that order.
-    Query ids must be distinct, or a pair could not be traced back to its group.
+    Query ids must be distinct, or a pair could not be traced back to its group. `truncated`, one
+    list of flags per group, marks rollouts that may not be y- (see `select_pairs`).
 
     >>> select_construction_pairs([("q0", [1, 0, 0, 0, 0, 1]), ("q1", [1, 1, 1, 1, 1, 1])],
     ...                           n_pos=2, n_neg=4, m_max=2, seed=0, step=0)  # doctest: +NORMALIZE_WHITESPACE
@@ -130,6 +144,7 @@ def select_construction_pairs(
                 f"and {position}); ids must be unique so each pair traces back to one group"
             )
         seen[query_id] = position
-        for negative, positive in select_pairs(rewards, n_pos, n_neg, m_max, rng):
+        flags = truncated[position] if truncated is not None else None
+        for negative, positive in select_pairs(rewards, n_pos, n_neg, m_max, rng, truncated=flags):
             pairs.append(ConstructionPair(query_id=query_id, negative_index=negative, positive_index=positive))
     return pairs

@@ -213,15 +213,21 @@ def _pick(blocks: Sequence[_Block]) -> _Block | None:
     return filled[-1] if filled else None
 
 
-def _parse_pair(text: str, *, main: str, other: str) -> tuple[str, str] | None:
-    """(main content, other content) with the rules of `parse_synthesis`; None without a main block."""
+def _parse_blocks(text: str, *, main: str, other: str) -> tuple[_Block, str] | None:
+    """(the chosen main block, other content) with the rules of `parse_synthesis`; None without a main block."""
     blocks = _tag_blocks(text, (main, other))
     chosen = _pick([block for block in blocks if block.tag == main])
     if chosen is None:
         return None
     others = [block for block in blocks if block.tag == other]
     companion = _pick([block for block in others if block.start < chosen.start]) or _pick(others)
-    return chosen.text.strip(), companion.text.strip() if companion else ""
+    return chosen, companion.text.strip() if companion else ""
+
+
+def _parse_pair(text: str, *, main: str, other: str) -> tuple[str, str] | None:
+    """(main content, other content) with the rules of `parse_synthesis`; None without a main block."""
+    parsed = _parse_blocks(text, main=main, other=other)
+    return None if parsed is None else (parsed[0].text.strip(), parsed[1])
 
 
 def parse_synthesis(text: str) -> tuple[str, str] | None:
@@ -246,6 +252,24 @@ def parse_synthesis(text: str) -> tuple[str, str] | None:
         return None
     reconstruction, analysis = parsed
     return analysis, reconstruction
+
+
+def parse_synthesis_closed(text: str) -> tuple[str, str, bool] | None:
+    """`parse_synthesis` plus whether the chosen reconstruction was closed by `</reconstruction>`.
+
+    An unclosed reconstruction is what a synthesis cut off by its token budget leaves: it has
+    not reached its final answer, so the trainer drops it (counted as truncated) by default.
+
+    >>> parse_synthesis_closed("<analysis>a</analysis><reconstruction>3 + 4 = 7. Wait")
+    ('a', '3 + 4 = 7. Wait', False)
+    >>> parse_synthesis_closed("<reconstruction>x = 2, so 2.</reconstruction>")
+    ('', 'x = 2, so 2.', True)
+    """
+    parsed = _parse_blocks(text, main="reconstruction", other="analysis")
+    if parsed is None:
+        return None
+    block, analysis = parsed
+    return analysis, block.text.strip(), block.complete
 
 
 def parse_locate(text: str) -> tuple[str, str] | None:
