@@ -27,7 +27,8 @@ def checksum_reward(completions, **kwargs):
     return [float(zlib.crc32(json.dumps(c).encode()) % 5 < 2) for c in completions]
 
 
-def make_trainer(tmp_path, model_name: str = "builtin:tiny-arith", *, n_steps=1, **overrides) -> TAPOTrainer:
+def make_trainer(tmp_path, model_name: str = "builtin:tiny-arith", *, n_steps=1, trainer_cls=TAPOTrainer,
+                 **overrides) -> TAPOTrainer:
     model, tokenizer = load_policy(model_name)
     records = load_records("builtin:arithmetic", n=16, n_steps=n_steps, max_operand=9)
     settings = dict(
@@ -36,7 +37,7 @@ def make_trainer(tmp_path, model_name: str = "builtin:tiny-arith", *, n_steps=1,
         bf16=False, disable_tqdm=True, construction="aligned", n_pos=1, n_neg=1, seed=3, epsilon_high=0.28,
     )
     settings.update(overrides)
-    return TAPOTrainer(
+    return trainer_cls(
         model=model, reward_funcs=[checksum_reward], args=TAPOConfig(**settings),
         train_dataset=to_prompt_dataset(records), processing_class=tokenizer,
     )
