@@ -88,9 +88,11 @@ def quote(record: dict) -> str:
     """One construction as a Markdown block: kept prefix | reflection | correction."""
     text = record["text"]
     r, c = record.get("reflection_start_char", 0), record.get("correction_start_char", len(text))
+    fidelity = record.get("prefix_fidelity")
+    fidelity = "unknown (no reflection marker)" if fidelity is None else f"{fidelity:.2f}"
     parts = [
         f"Training step {record['step']}, {record['query_id']}: {record['question']} (answer {record['answer']}); "
-        f"reward {record['reward']:.0f}, A_ref {record['advantage']:+.2f}, prefix fidelity {record['prefix_fidelity']:.2f}",
+        f"reward {record['reward']:.0f}, A_ref {record['advantage']:+.2f}, prefix fidelity {fidelity}",
         "",
         "```text",
         "[y-]  " + record["negative"].replace("\n", "\n      "),

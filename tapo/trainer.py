@@ -250,7 +250,8 @@ class TAPOTrainer(GRPOTrainer):
         group_of = {key: g for g, key in enumerate(group_keys)}
         eligible = len({p.query_id for p in pairs})
         slots = slots_per_process(len(pairs), num_processes=self.accelerator.num_processes, multiple_of=cfg.steps_per_generation)
-        self._log_tapo(eligible_frac=eligible / max(len(groups), 1), pairs=float(len(pairs)))
+        self._log_tapo(eligible_frac=eligible / max(len(groups), 1), pairs=float(len(pairs)),
+                       **{"time/rollouts": self._rollout_seconds})
         if slots == 0:
             return mark_rollouts(batch)
 
@@ -346,7 +347,7 @@ class TAPOTrainer(GRPOTrainer):
             synthesis_tokens=float(tokens),
             synthesis_seconds=time.perf_counter() - started,
             ref_adv_mean=sum(r["advantage"] for r in records) / max(n_built, 1),
-            **{"time/rollouts": self._rollout_seconds, "time/synthesis": synthesis_seconds, "time/score": score_seconds, "time/ots": ots_seconds},
+            **{"time/synthesis": synthesis_seconds, "time/score": score_seconds, "time/ots": ots_seconds},
         )
         if self.accelerator.is_main_process:
             self._write_constructions(records)

@@ -34,6 +34,7 @@ import traceback
 import zlib
 from pathlib import Path
 
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # standin_vllm, when run as a script
@@ -164,6 +165,10 @@ def main() -> None:
             report["constructions"] = [json.loads(line) for line in lines]
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"rank{rank}.json").write_text(json.dumps(report, indent=1))
+    # Tear the process group down before exit: left to interpreter shutdown, gloo's threads can abort the
+    # process ("terminate called without an active exception") after a run that finished.
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

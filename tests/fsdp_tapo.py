@@ -290,6 +290,8 @@ def run(args, report: Report) -> None:
     if dist.is_initialized():
         dist.monitored_barrier(timeout=datetime.timedelta(seconds=args.pg_timeout))
     report.update(stage="done", finished=True)
+    if dist.is_initialized():  # before exit: gloo's threads can abort an interpreter that shuts down with them
+        dist.destroy_process_group()
 
 
 class _CountingConstructor:

@@ -175,3 +175,28 @@ def test_padding_rows_are_marked_and_inert(tmp_path):
     padding = kinds == PADDING
     assert (batch["completion_mask"][padding] == 0).all() and (batch["advantages"][padding] == 0).all()
     assert (batch["completion_mask"][kinds == CONSTRUCTED].sum(-1) > 0).all()
+
+
+def test_synthesis_prompts_use_the_rollouts_chat_template_arguments(tmp_path):
+    """Qwen3's thinking switch: with enable_thinking false, rollout AND synthesis prompts open the
+    assistant turn with an empty think block (read from the prompts the parent's generation receives)."""
+    from tests.test_constructors import THINKING_TEMPLATE
+
+    trainer = make_trainer(tmp_path, construction="self", synthesis_extra_tokens=8,
+                           chat_template_kwargs={"enable_thinking": False})
+    trainer.processing_class.chat_template = THINKING_TEMPLATE
+    seen: list[tuple[int, list[list[int]]]] = []
+    generate = trainer._generate_single_turn
+
+    def recording(prompt_ids, *args, **kwargs):  # instrumentation: the parent's generation runs unchanged
+        seen.append((args[2] if len(args) > 2 else kwargs.get("num_generations"), [list(p) for p in prompt_ids]))
+        return generate(prompt_ids, *args, **kwargs)
+
+    trainer._generate_single_turn = recording
+    augmented_batch(trainer)
+    synthesis = [p for n, prompts in seen if n == 1 for p in prompts]
+    rollouts = [p for n, prompts in seen if n != 1 for p in prompts]
+    assert synthesis and rollouts, "no synthesis call was made"
+    opened = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    for prompt in rollouts + synthesis:
+        assert trainer.processing_class.decode(prompt, skip_special_tokens=False).endswith(opened)
