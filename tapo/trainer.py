@@ -95,6 +95,16 @@ class TAPOConfig(GRPOConfig):
         metadata={"help": "Keep constructions that did not end within their budget (no eos appended), trained as "
                           "TRL trains truncated rollouts: masked out under mask_truncated_completions. Default: dropped."},
     )
+    question_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column with the bare question that synthesis prompts quote. None: `problem` if "
+                          "present, else the prompt's last message."},
+    )
+    answer_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column with the gold answer, recorded with each construction (the reward "
+                          "functions get every column anyway). None: `answer` if present."},
+    )
     max_construction_tokens: int | None = field(
         default=None,
         metadata={"help": "Drop (and count) constructed trajectories longer than this many tokens: caps the width "
@@ -158,6 +168,7 @@ class TAPOTrainer(GRPOTrainer):
             keep_truncated=cfg.keep_truncated_constructions,
             max_tokens=cfg.max_construction_tokens,
         )
+        self._check_columns()
         self._check_synthesis_fits(template or SELF_TEMPLATE)
         self._rollout_rewards: torch.Tensor | None = None  # [B_global] set by _calculate_rewards
         self._rollout_completion_ids: list[list[int]] | None = None  # local, as generated, set by _generate
@@ -265,7 +276,7 @@ class TAPOTrainer(GRPOTrainer):
             requests.append(ConstructionRequest(
                 pair=pair, question=negative.question, negative_text=negative.completion_text,
                 negative_ids=tuple(negative.completion_ids), positive_text=positive.completion_text,
-                answer=str(negative.inputs.get("answer", "")),
+                answer=self._answer_of(negative.inputs),
             ))
         synthesis_started = time.perf_counter()
         results = self.constructor.construct(requests)
@@ -374,11 +385,34 @@ class TAPOTrainer(GRPOTrainer):
         return [
             _Row(
                 query_id=str(x.get("query_id", x.get("id", _prompt_text(x["prompt"])[:64]))),
-                question=str(x.get("problem", _prompt_text(x["prompt"]))),
+                question=self._question_of(x),
                 inputs=x, prompt_ids=p, completion_ids=c, completion_text=t, reward=float(r), truncated=cut,
             )
             for (x, p, c, t, cut), r in zip(gathered, rewards, strict=True)
         ]
+
+    def _question_of(self, row: dict) -> str:
+        column = self.args.question_column
+        if column is not None:
+            return str(row[column])
+        return str(row["problem"]) if "problem" in row else _prompt_text(row["prompt"])
+
+    def _answer_of(self, row: dict) -> str:
+        column = self.args.answer_column or "answer"
+        return str(row.get(column, ""))
+
+    def _check_columns(self) -> None:
+        """A configured question/answer column must exist in the training data (say which, and what there is)."""
+        names = getattr(self.train_dataset, "column_names", None)
+        if names is None:
+            return  # an iterable dataset without a schema: checked on the first batch
+        for option in ("question_column", "answer_column"):
+            column = getattr(self.args, option)
+            if column is not None and column not in names:
+                raise ValueError(
+                    f"{option} {column!r} is not a column of the training dataset (columns: {', '.join(names)}); "
+                    f"set {option} to one of them, or leave it unset"
+                )
 
     def _advantage_options(self) -> dict:
         """group_advantages' options for TRL's convention: sample std, eps 1e-4, scale_rewards honoured."""
@@ -502,7 +536,7 @@ class TAPOTrainer(GRPOTrainer):
             if not limit:
                 return
         template = max(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in (self_template, LOCATE_TEMPLATE))
-        question = _longest_question_tokens(self.train_dataset, self._tokenizer)
+        question = _longest_question_tokens(self.train_dataset, self._tokenizer, column=self.args.question_column)
         budget = self.max_completion_length + self.args.synthesis_extra_tokens
         needed = template + question + 2 * self.max_completion_length + budget
         if needed > limit:
@@ -641,11 +675,11 @@ def _loss_scale(kinds: torch.Tensor, loss_type: str) -> float:
     return kinds.numel() / real if 0 < real < kinds.numel() else 1.0
 
 
-def _longest_question_tokens(dataset, tokenizer, *, candidates: int = 4) -> int:
+def _longest_question_tokens(dataset, tokenizer, *, column: str | None = None, candidates: int = 4) -> int:
     """Tokens of the longest question in the data set (the few longest by characters are tokenized)."""
     if dataset is None or not hasattr(dataset, "column_names"):
         return 0
-    column = "problem" if "problem" in dataset.column_names else "prompt"
+    column = column or ("problem" if "problem" in dataset.column_names else "prompt")
     texts = [str(_prompt_text(x)) for x in dataset[column]]
     longest = sorted(texts, key=len, reverse=True)[:candidates]
     return max((len(tokenizer.encode(t, add_special_tokens=False)) for t in longest), default=0)
