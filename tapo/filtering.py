@@ -112,9 +112,9 @@ def run_filter(config: FilterConfig, *, output_dir: str | Path | None = None, pr
     """Estimate pass rates, keep [low, high], write DIR (see the module docstring); returns a summary."""
     section = config.filter
     out = Path(output_dir or config.output_dir)
+    queries, rates = estimate_pass_rates(config, progress=progress)  # empty data is an error here, nothing written
     out.mkdir(parents=True, exist_ok=True)
     save_any_config(config, out / "config.yaml")
-    queries, rates = estimate_pass_rates(config, progress=progress)
     kept = [(q, r) for q, r in zip(queries, rates) if keep(r, low=section.low, high=section.high)]
     with (out / KEPT_FILE).open("w", encoding="utf-8") as f:
         for q, rate in kept:
@@ -136,4 +136,29 @@ def run_filter(config: FilterConfig, *, output_dir: str | Path | None = None, pr
     histogram = text_histogram(rates, samples=section.samples, low=section.low, high=section.high)
     (out / "histogram.txt").write_text(histogram + "\n")
     plot_histogram(rates, out / "histogram.png", samples=section.samples, low=section.low, high=section.high)
-    return {**summary, "output_dir": str(out), "histogram": histogram}
+    why = None if kept else why_none_kept(rates, low=section.low, high=section.high)
+    return {**summary, "output_dir": str(out), "histogram": histogram, "why_none_kept": why}
+
+
+def why_none_kept(pass_rates: Sequence[float], *, low: float, high: float) -> str:
+    """Why no pass rate lies in [low, high]: where the rates are instead, and what to change.
+
+    >>> why_none_kept([0.0, 0.0], low=0.125, high=0.875)  # doctest: +NORMALIZE_WHITESPACE
+    'all 2 pass rates are 0 (no sample was right), below the kept range [0.125, 0.875]; lower filter.low (--low),
+     or filter with a stronger model or easier data'
+    >>> why_none_kept([0.25, 1.0], low=0.4, high=0.6)  # doctest: +NORMALIZE_WHITESPACE
+    'the 2 pass rates span 0.25..1 but none lies in the kept range [0.4, 0.6]; widen filter.low..filter.high
+     (--low, --high), or raise filter.samples (--samples) for finer pass rates'
+    """
+    lo, hi, n = min(pass_rates), max(pass_rates), len(pass_rates)
+    kept_range = f"the kept range [{low:g}, {high:g}]"
+    if hi < low:
+        spread = f"all {n} pass rates are " + ("0 (no sample was right)" if hi == 0 else f"{hi:g} or less")
+        return f"{spread}, below {kept_range}; lower filter.low (--low), or filter with a stronger model or easier data"
+    if lo > high:
+        spread = f"all {n} pass rates are " + ("1 (every sample was right)" if lo == 1 else f"{lo:g} or more")
+        return f"{spread}, above {kept_range}; raise filter.high (--high), or filter harder data"
+    return (
+        f"the {n} pass rates span {lo:g}..{hi:g} but none lies in {kept_range}; widen filter.low..filter.high "
+        "(--low, --high), or raise filter.samples (--samples) for finer pass rates"
+    )

@@ -267,3 +267,75 @@ def test_coldstart_effect_benchmark_smoke(tmp_path, capsys):
     assert set(result["before"]) == set(result["after"]) == {"pass_rate", "synthesis_parsed", "synthesis_right"}
     assert result["examples"]["trajectory"] == 6 and (tmp_path / "run" / "model" / "config.json").is_file()
     assert "before" in capsys.readouterr().out
+
+
+# --- no config, empty data, nothing kept (issue 16, items 15 and 10) ----------------------------------------
+
+
+@pytest.mark.parametrize("step", ["build", "run", "train"])
+def test_coldstart_without_a_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, step):
+    import tapo.evaluation.sample as sample
+
+    monkeypatch.chdir(tmp_path)  # the default output_dir, runs/coldstart, would land here
+    monkeypatch.setattr(sample, "make_sampler", lambda *a, **k: pytest.fail("a model was loaded without a config"))
+    assert main(["coldstart", step, "--set", "model.name=builtin:tiny"]) == 2
+    err = capsys.readouterr().err
+    assert f"{step}: --config is required" in err and "recipes/coldstart-demo.yaml" in err
+    assert list(tmp_path.iterdir()) == []
+    assert main(["coldstart", "build", "--dry-run"]) == 0  # the defaults can still be looked at
+
+
+def test_coldstart_build_that_keeps_nothing_says_so_and_run_does_not_train(tmp_path, capsys):
+    raw = json.loads(json.dumps(TINY))
+    raw["model"] = {"name": "builtin:tiny"}  # untrained: never right, so no query has a y+ of its own
+    raw["data"]["n"] = 4
+    raw["build"].update(positive_source="policy", synthetic_negative="never", samples=2, max_new_tokens=6)
+    config = tmp_path / "cs.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["coldstart", "build", "--config", str(config), "--output", str(tmp_path / "d.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was kept" in err and "d.jsonl is empty: none of the 4 queries could be paired: no sample was right" in err
+    assert (tmp_path / "d.jsonl").read_text() == ""
+    assert main(["coldstart", "run", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 1
+    assert "nothing was kept" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_coldstart_build_of_empty_data_is_an_error_before_anything_is_written(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    config = _config(data={"source": str(empty)}, build={"positive_source": "policy", "synthetic_negative": "never",
+                                                         "construction": "self"})
+    with pytest.raises(ValueError, match=r"no queries: data\.source '.*empty\.jsonl' has no rows"):
+        build_coldstart(config, output=tmp_path / "out" / "data.jsonl")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "stats, why",
+    [
+        ({"eligible": 0, "sample_pass_rate": 1.0}, "every sample was right (sample pass rate 1), so there is no y-"),
+        ({"eligible": 0, "sample_pass_rate": 0.5}, "too few right and wrong samples per query (sample pass rate 0.5"),
+        ({"eligible": 3, "constructed": 0, "failed": {"no_step": 3}}, 'all 3 constructions failed ({"no_step": 3})'),
+        ({"eligible": 3, "constructed": 2, "kept": 0}, "none of the 2 constructed trajectories ends with the right answer"),
+    ],
+)
+def test_nothing_kept_names_the_stage_that_lost_everything(stats, why):
+    from tapo.coldstart.build import nothing_kept
+
+    base = {"examples": {"trajectory": 0, "synthesis": 0}, "queries": 4, "samples_per_query": 2, "failed": {},
+            "constructed": 0, "kept": 0, "sample_pass_rate": 0.5}
+    assert why in nothing_kept({**base, **stats})
+    assert nothing_kept({**base, **stats, "examples": {"trajectory": 1}}) is None
+
+
+def test_sft_data_with_a_bom_is_read_and_latin1_names_the_row(tmp_path):
+    from tapo.coldstart.sft import read_sft_rows
+
+    row = {"prompt": [{"role": "user", "content": "Café?"}], "completion": [{"role": "assistant", "content": "oui"}]}
+    path = tmp_path / "sft.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+    assert read_sft_rows(path) == [row]
+    path.write_bytes((json.dumps(row) + "\n" + json.dumps(row, ensure_ascii=False) + "\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"sft\.jsonl row 2: not UTF-8 text \(byte 0xe9"):
+        read_sft_rows(path)

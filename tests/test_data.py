@@ -235,3 +235,70 @@ def test_tiny_tokenizer_round_trips_through_a_model_folder(tmp_path):
     assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True
     )
+
+
+# --- text encodings (issue 16, item 16) ------------------------------------------------------------------
+
+ROWS = [{"problem": "What is 2 + 3?", "answer": "5"}, {"problem": "Un café coûte 3, deux?", "answer": "6"}]
+
+
+def jsonl_text(rows) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, suffix, newline):
+    text = jsonl_text(ROWS) if suffix == ".jsonl" else json.dumps(ROWS, ensure_ascii=False, indent=1) + "\n"
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", newline).encode("utf-8"))
+    records = load_records(path, validate=False)
+    assert [(r.problem, r.answer) for r in records] == [(r["problem"], r["answer"]) for r in ROWS]
+    assert records[0].id == "bom-1"
+    assert [r.answer for r in load_benchmark(str(path))] == ["5", "6"]  # a benchmark file, too
+
+
+def test_a_byte_order_mark_in_a_column_name_is_dropped(tmp_path):
+    """A CSV saved with a BOM and converted to parquet names its first column '\\ufeffproblem'."""
+    path = write_parquet(tmp_path / "csv.parquet", [{"\ufeffproblem": "1+1?", "answer": "2"}])
+    assert load_records(path, validate=False) == [MathRecord("csv-1", "1+1?", "2")]
+
+
+@pytest.mark.parametrize(
+    "encoding, message",
+    [
+        ("latin-1", r"latin\.jsonl row 2: not UTF-8 text \(byte 0xe9 at column 20; the file looks Latin-1 or Windows-1252\); "
+                    r"save it as UTF-8, e\.g\. `iconv -f CP1252 -t UTF-8 latin\.jsonl > latin\.utf8\.jsonl`"),
+        ("cp1252", r"latin\.jsonl row 2: not UTF-8 text \(byte 0xe9 at column 20"),
+        ("utf-16", r"latin\.jsonl row 1: the file is UTF-16 text \(it starts with a UTF-16 byte-order mark\), not UTF-8; "
+                   r"save it as UTF-8, e\.g\. `iconv -f UTF-16 -t UTF-8 latin\.jsonl"),
+        ("utf-16-le", r"latin\.jsonl row 1: not UTF-8 text \(byte 0x00 at column 2; the file looks UTF-16 without a byte-order mark\)"),
+        ("utf-16-be", r"latin\.jsonl row 1: not UTF-8 text \(byte 0x00 at column 1; the file looks UTF-16"),
+        ("utf-32", r"latin\.jsonl row 1: the file is UTF-32 text"),
+    ],
+)
+def test_a_file_that_is_not_utf8_names_the_file_and_row(tmp_path, encoding, message):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(jsonl_text(ROWS).encode(encoding))
+    with pytest.raises(datasets_module.DataError, match=message):
+        load_records(path, validate=False)
+    with pytest.raises(ValueError, match=message):  # `tapo eval --benchmarks latin.jsonl`, `tapo train` data alike
+        load_benchmark(str(path))
+
+
+def test_a_json_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_bytes(json.dumps(ROWS, ensure_ascii=False, indent=1).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"list\.json line 7: not UTF-8 text \(byte 0xe9 at column 21; .*Latin-1"):
+        load_records(path, validate=False)
+    path.write_bytes(json.dumps(ROWS).encode("utf-16"))
+    with pytest.raises(ValueError, match=r"list\.json line 1: the file is UTF-16 text"):
+        load_records(path, validate=False)
+
+
+def test_rows_before_a_bad_byte_are_read_as_usual(tmp_path):
+    path = tmp_path / "late.jsonl"
+    path.write_bytes(jsonl_text(ROWS[:1] * 3).encode() + jsonl_text(ROWS[1:]).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"late\.jsonl row 4: not UTF-8"):
+        load_records(path, validate=False)
+    assert len(load_records(path, validate=False, limit=3)) == 3

@@ -271,3 +271,147 @@ def test_doctests():
     for module in (run, sample):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+# --- a failed start leaves nothing behind; a changed benchmark file is noticed (issue 16, items 12-14) ---------
+
+TINY_PROTOCOL = EvalProtocol(samples=1, runs=1, temperature=1.0, top_p=1.0, max_tokens=4, seed=0)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"model": "builtin:nope"}, "unknown built-in model 'builtin:nope'"),
+        ({"model": "MISSING"}, "model folder not found"),  # a local folder that is not there
+        ({"dtype": "float33"}, "unknown dtype 'float33'"),
+        ({"dtype": "Size"}, "unknown dtype 'Size'"),  # torch.Size exists, but is no dtype
+        ({"dtype": "int8"}, "unknown dtype 'int8': not a floating-point torch dtype"),
+        ({"backend": "vllm"}, "vllm"),  # not installed here; with vLLM, builtin:tiny has no folder for it
+    ],
+)
+def test_a_failed_start_records_nothing_and_the_corrected_retry_runs(tmp_path, bad, message):
+    out = tmp_path / "eval"
+    model = str(tmp_path / "no-such-model") if bad.get("model") == "MISSING" else bad.get("model", "builtin:tiny")
+    options = dict(output_dir=out, protocol=TINY_PROTOCOL, limit=2, progress=False)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        evaluate(model, [BENCH], **options, backend=bad.get("backend", "hf"), dtype=bad.get("dtype"))
+    assert not out.exists()  # no eval_config.json that would refuse the corrected command
+    result = evaluate("builtin:tiny", [BENCH], **options, backend="hf")
+    assert result["benchmarks"]["mini_bench"]["n_problems"] == 2
+
+
+def test_overwrite_with_a_model_that_does_not_load_keeps_the_old_evaluation(tmp_path, sampler):
+    out = tmp_path / "kept"
+    run_eval(out, sampler, limit=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="unknown built-in model"):
+        evaluate("builtin:nope", [BENCH], output_dir=out, protocol=PROTOCOL, batch_size=2, limit=1, progress=False,
+                 backend="hf", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+class CoinSampler:
+    """Answers one of a few numbers by a seeded coin per sample, whatever the gold: like a model, it never sees it."""
+
+    backend = "hf"
+
+    def __init__(self):
+        from tapo.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer("builtin:tiny")
+        self.prompts = 0
+
+    def sample(self, prompt_ids, *, n, seed, settings):
+        self.prompts += len(prompt_ids)
+        rng = random.Random(seed)
+        out = []
+        for ids in prompt_ids:
+            texts = [f"so \\boxed{{{rng.choice(['5', '3', '6', '12', '17'])}}}" for _ in range(n)]
+            out.append([Completion(t, n_tokens=len(t), finished=True) for t in texts])
+        return out
+
+
+def write_bench(path: Path, answers: dict[str, str] | None = None, problems: dict[str, str] | None = None) -> Path:
+    rows = [json.loads(line) for line in Path(BENCH).read_text().splitlines()]
+    for row in rows:
+        row["answer"] = (answers or {}).get(row["id"], row["answer"])
+        row["problem"] = (problems or {}).get(row["id"], row["problem"])
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def coin_eval(out: Path, bench: Path, **kw) -> tuple[dict, CoinSampler]:
+    sampler = CoinSampler()
+    protocol = EvalProtocol(samples=4, runs=2, max_tokens=8, seed=3)
+    result = evaluate("coin", [str(bench)], output_dir=out, protocol=protocol, batch_size=2, progress=False,
+                      sampler=sampler, **kw)
+    return result, sampler
+
+
+@pytest.mark.parametrize("answers", [{"mini-1": "6"}, {"mini-2": "5", "mini-4": "12"}, {"mini-5": "17"}])
+def test_a_changed_gold_answer_regrades_the_stored_responses(tmp_path, capsys, answers):
+    bench = write_bench(tmp_path / "bench.jsonl")
+    out = tmp_path / "eval"
+    before, _ = coin_eval(out, bench)
+    write_bench(bench, answers=answers)
+    after, sampler = coin_eval(out, bench)
+    fresh, _ = coin_eval(tmp_path / "fresh", bench)
+    assert sampler.prompts == 0  # nothing sampled again: the responses do not depend on the gold answer
+    assert after == fresh != before  # the new answers count, exactly as in a fresh evaluation
+    rows, _ = read_responses(out / "responses.jsonl")
+    assert all(r["gold"] == answers[r["problem_id"]] for r in rows if r["problem_id"] in answers)
+    assert rows_by_key(out) == rows_by_key(tmp_path / "fresh")
+    stored = {json.loads(line)["problem_id"]: json.loads(line)["answer"] for line in open(out / "problems.jsonl")}
+    assert all(stored[pid] == answer for pid, answer in answers.items())
+    err = capsys.readouterr().err
+    for pid, answer in answers.items():
+        assert re.search(rf"gold answer of problem {pid} changed \('[^']+' -> '{re.escape(answer)}'\); its 8 stored", err)
+
+
+def test_a_changed_problem_text_samples_its_chunks_again(tmp_path, capsys):
+    bench = write_bench(tmp_path / "bench.jsonl")
+    out = tmp_path / "eval"
+    coin_eval(out, bench)
+    write_bench(bench, problems={"mini-3": "What is 6 * 3?"}, answers={"mini-3": "18"})
+    redone = []
+    after, sampler = coin_eval(out, bench, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    fresh, _ = coin_eval(tmp_path / "fresh", bench)
+    assert sorted(redone) == [(0, 1), (1, 1)]  # the block of mini-3 and mini-4, in both runs; the rest is kept
+    assert after == fresh and rows_by_key(out) == rows_by_key(tmp_path / "fresh")
+    assert "the text of problem mini-3 changed since its responses were sampled; 2 chunk(s)" in capsys.readouterr().err
+
+
+def test_rows_without_a_problem_hash_are_checked_against_problems_jsonl(tmp_path):
+    """Directories of earlier versions have no problem_sha on their rows; problems.jsonl says what they answered."""
+    bench = write_bench(tmp_path / "bench.jsonl")
+    out = tmp_path / "eval"
+    coin_eval(out, bench)
+    rows, _ = read_responses(out / "responses.jsonl")
+    (out / "responses.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "problem_sha"}) + "\n"
+                                                 for r in rows))
+    write_bench(bench, problems={"mini-1": "What is 2 + 4?"}, answers={"mini-1": "6"})
+    redone = []
+    coin_eval(out, bench, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    assert sorted(redone) == [(0, 0), (1, 0)]
+
+
+@pytest.mark.parametrize("names", ["aime24", "hmmt25", "MATH500", "aime24,aime25,hmmt25"])
+def test_cli_offline_hub_benchmark_names_the_local_file_fix(tmp_path, monkeypatch, capsys, names):
+    import datasets
+
+    from tapo.cli import main
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", "builtin:tiny", "--benchmarks", names, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    first = names.split(",")[0].lower()
+    assert err.startswith(f"tapo eval: error: could not load benchmark '{first}'") and "Traceback" not in err
+    from tapo.data.benchmarks import has_offline_copy
+
+    expected = ",".join(n if has_offline_copy(n) else f"path/to/{n.lower()}.jsonl" for n in names.split(","))
+    assert f"pass its path: --benchmarks {expected}" in err
+    assert not out.exists()

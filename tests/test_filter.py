@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -73,3 +74,58 @@ def test_filter_cli_on_a_tiny_model(tmp_path, capsys):
     assert (out / "histogram.txt").read_text().strip() in stdout  # printed and saved
     assert (out / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "filter" in (out / "config.yaml").read_text()
+
+
+# --- empty data, and a filter that keeps nothing (issue 16, item 10) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.n=0"], r"no queries: data\.n is 0 for builtin:arithmetic"),
+        (["data.limit=0"], r"no queries: data\.limit is 0"),
+        (["data.source=EMPTY"], r"no queries: data\.source '.*empty\.jsonl' has no rows"),
+    ],
+)
+def test_filter_of_empty_data_is_an_error_before_a_model_loads(tmp_path, capsys, monkeypatch, overrides, message):
+    import tapo.evaluation.sample as sample
+
+    (tmp_path / "empty.jsonl").write_text("\n")
+    overrides = [o.replace("EMPTY", str(tmp_path / "empty.jsonl")) for o in overrides]
+    monkeypatch.setattr(sample, "make_sampler", lambda *a, **k: pytest.fail("a model was loaded for no queries"))
+    args = ["filter", "--model", "builtin:tiny", "--output", str(tmp_path / "out")]
+    assert main([*args, *sum((["--set", o] for o in overrides), [])]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "rates, low, high, why",
+    [
+        ([0.0] * 5, 0.125, 0.875, r"all 5 pass rates are 0 \(no sample was right\), below the kept range \[0\.125, 0\.875\]; lower filter\.low"),
+        ([1.0] * 3, 0.125, 0.875, r"all 3 pass rates are 1 \(every sample was right\), above the kept range \[0\.125, 0\.875\]; raise filter\.high"),
+        ([0.0, 0.125, 0.25], 0.5, 0.875, r"all 3 pass rates are 0\.25 or less, below the kept range \[0\.5, 0\.875\]"),
+        ([0.75, 1.0], 0.125, 0.5, r"all 2 pass rates are 0\.75 or more, above the kept range \[0\.125, 0\.5\]"),
+        ([0.0, 1.0, 1.0], 0.375, 0.625, r"the 3 pass rates span 0\.\.1 but none lies in the kept range \[0\.375, 0\.625\]"),
+    ],
+)
+def test_a_filter_that_keeps_nothing_says_why(tmp_path, monkeypatch, capsys, rates, low, high, why):
+    import tapo.filtering as filtering
+    from tapo.coldstart.build import load_queries
+
+    overrides = [f"data.n={len(rates)}", "data.n_steps=1", "filter.samples=8", f"filter.low={low}", f"filter.high={high}"]
+    queries = load_queries(load_filter_config(None, overrides))
+    monkeypatch.setattr(filtering, "estimate_pass_rates", lambda config, progress=False: (queries, rates))
+    code = main(["filter", "--output", str(tmp_path), *sum((["--set", o] for o in overrides), [])])
+    captured = capsys.readouterr()
+    assert code == 1 and f"kept 0 of {len(rates)} queries" in captured.out
+    assert re.search(rf"tapo filter: kept no query, .*kept\.jsonl is empty: {why}", captured.err), captured.err
+    assert (tmp_path / "kept.jsonl").read_text() == "" and (tmp_path / "pass_rates.json").is_file()
+
+
+@pytest.mark.parametrize("samples, low, high", [(4, 0.3, 0.45), (8, 0.13, 0.24), (2, 0.6, 0.9)])
+def test_a_range_no_pass_rate_can_hit_is_a_config_error(samples, low, high):
+    with pytest.raises(ConfigError, match=rf"no pass rate can lie in \[{low:g}, {high:g}\] with filter\.samples {samples}"):
+        build_filter_config({"filter": {"samples": samples, "low": low, "high": high}}, where="f.yaml")
+    build_filter_config({"filter": {"samples": samples * 8, "low": low, "high": high}}, where="f.yaml")  # finer: fine

@@ -155,6 +155,70 @@ def test_cli_analyze_and_compare(two_models, tmp_path):
     assert missing.returncode == 2 and "no result.json in" in missing.stderr
 
 
+def rename_benchmark(directory: Path, name: str) -> Path:
+    """The hand-made evaluation with its benchmark 'toy' filed under another name."""
+    result = json.loads((directory / "result.json").read_text())
+    result["benchmarks"] = {name: result["benchmarks"]["toy"]}
+    (directory / "result.json").write_text(json.dumps(result))
+    rows = [json.loads(line) for line in (directory / "responses.jsonl").read_text().splitlines()]
+    (directory / "responses.jsonl").write_text("".join(json.dumps({**r, "benchmark": name}) + "\n" for r in rows))
+    return directory
+
+
+def cli(*args: str, capsys) -> tuple[int, str, str]:
+    """`tapo ARGS` in-process (the worktree's package); (exit code, stdout, stderr)."""
+    from tapo.cli import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_analyze_without_a_shared_benchmark_is_an_error(two_models, capsys):
+    a, b = two_models
+    rename_benchmark(b, "other")
+    with pytest.raises(ValueError, match=r"no benchmark was evaluated in every directory \(.*a: toy; .*b: other\)"):
+        analyze([a, b])
+    code, out, err = cli("analyze", str(a), str(b), capsys=capsys)
+    assert code == 2 and "| benchmark |" not in out and "no benchmark was evaluated in every directory" in err
+    code, out, err = cli("compare", str(a), str(b), capsys=capsys)  # side by side still works, without the analysis
+    assert code == 0 and "## toy" in out and "## other" in out and "analysis is left out" in err
+
+
+@pytest.mark.parametrize("runs", [2, 99])
+def test_analyze_with_more_runs_than_evaluated_is_an_error(two_models, capsys, runs):
+    a, b = two_models
+    with pytest.raises(ValueError, match=rf"runs {runs} is more than the evaluation runs there are \(.*a has 1, .*b has 1\).*--runs 1"):
+        analyze([a, b], runs=runs)
+    code, _, err = cli("analyze", str(a), str(b), "--runs", str(runs), capsys=capsys)
+    assert code == 2 and f"runs {runs} is more than" in err
+    assert analyze([a, b], runs=1) == analyze([a, b])
+
+
+@pytest.mark.parametrize("name", ["aime24", "hmmt25", "math500"])
+def test_analyze_of_a_hub_only_benchmark_not_evaluated_names_the_offline_fix(two_models, capsys, name):
+    a, b = two_models
+    code, _, err = cli("analyze", str(a), str(b), "--benchmarks", name, capsys=capsys)
+    assert code == 2 and f"benchmark {name} not evaluated in every directory (evaluated in all: toy)" in err
+    assert f"`tapo eval --benchmarks path/to/{name}.jsonl`" in err and "Traceback" not in err
+
+
+def test_analyze_finds_a_benchmark_by_registry_name_or_file_path(two_models, capsys):
+    a, b = two_models
+    for d in (a, b):
+        rename_benchmark(d, "aime24")  # what `tapo eval --benchmarks path/to/aime24.jsonl` files it under
+    expected = analyze([a, b])
+    assert analyze([a, b], benchmarks=["path/to/aime24.jsonl"]) == analyze([a, b], benchmarks=["AIME24"]) == expected
+    assert list(expected["benchmarks"]) == ["aime24"]
+
+
+def test_analyze_with_no_boundary_problem_says_nothing_was_analysed(tmp_path, capsys):
+    always = write_eval(tmp_path / "always", "model-a", [("p1", 0, "\\boxed{1}", True), ("p1", 1, "\\boxed{1}", True)])
+    code, out, err = cli("analyze", str(always), capsys=capsys)
+    assert code == 1 and "| toy | model-a | 0 | 0 |" in out
+    assert "nothing was analysed: toy has no boundary problem" in err
+
+
 @pytest.mark.parametrize("module", [reflection, analysis])
 def test_doctests(module):
     result = doctest.testmod(module)

@@ -36,6 +36,7 @@ from tapo.coldstart.config import MIX_KINDS, BuildSection, ColdStartConfig, save
 from tapo.core.selection import select_pairs, split_group
 from tapo.core.synthesis import SELF_TEMPLATE, build_self_prompt, parse_synthesis
 from tapo.core.types import ConstructedTrajectory, ConstructionPair, ConstructionRequest
+from tapo.data.datasets import read_text
 
 KINDS = MIX_KINDS
 SYNTHETIC = -1  # negative_index of a corrupted reference (not one of the K samples)
@@ -133,6 +134,8 @@ def load_queries(config) -> list[Query]:
     from tapo.train import build_dataset
 
     dataset = build_dataset(RunConfig(data=config.data))
+    if len(dataset) == 0:
+        raise ValueError(f"no queries: {_why_no_queries(config.data)}")
     arithmetic = config.data.source == "builtin:arithmetic"
     return [
         Query(
@@ -141,6 +144,46 @@ def load_queries(config) -> list[Query]:
         )
         for row in dataset
     ]
+
+
+def _why_no_queries(data) -> str:
+    """Which data setting gave an empty query set (the sampling would run on nothing and write nothing)."""
+    if data.limit == 0:
+        return "data.limit is 0"
+    if data.source == "builtin:arithmetic":
+        return f"data.n is {data.n} for builtin:arithmetic"
+    return f"data.source {data.source!r} has no rows"
+
+
+def nothing_kept(stats: dict) -> str | None:
+    """Why a build wrote no example (then `tapo coldstart build` exits 1), or None when it wrote some.
+
+    >>> nothing_kept({"examples": {"trajectory": 0}, "queries": 4, "eligible": 0, "sample_pass_rate": 0.0,
+    ...               "samples_per_query": 2, "constructed": 0, "failed": {}, "kept": 0})  # doctest: +ELLIPSIS
+    'none of the 4 queries could be paired: no sample was right (sample pass rate 0), ...'
+    """
+    if any(stats["examples"].values()):
+        return None
+    queries, rate = stats["queries"], stats["sample_pass_rate"]
+    if stats["eligible"] == 0:
+        if rate == 0:
+            why = (
+                "no sample was right (sample pass rate 0), so there is no y+; use a stronger model, easier data, "
+                "or (builtin:arithmetic) build.positive_source: either / reference"
+            )
+        elif rate == 1:
+            why = "every sample was right (sample pass rate 1), so there is no y-; use harder data, more build.samples"
+        else:
+            why = (
+                f"too few right and wrong samples per query (sample pass rate {rate:.3g} over "
+                f"{stats['samples_per_query']} samples each); raise build.samples or lower build.n_pos / build.n_neg"
+            )
+        return f"none of the {queries} queries could be paired: {why}"
+    if stats["constructed"] == 0:
+        return f"all {stats['eligible']} constructions failed ({json.dumps(stats['failed'])})"
+    if stats["kept"] == 0:
+        return f"none of the {stats['constructed']} constructed trajectories ends with the right answer"
+    return "the mix left no example (build.mix)"
 
 
 def make_request(
@@ -301,12 +344,12 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
     from tapo.rewards import math_reward
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_any_config(config, output.with_suffix(".config.yaml"))
     build: BuildSection = config.build
     started = time.perf_counter()
-    queries = load_queries(config)
-    template = Path(build.self_template).read_text() if build.self_template else SELF_TEMPLATE
+    queries = load_queries(config)  # empty data is an error before anything is written
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_any_config(config, output.with_suffix(".config.yaml"))
+    template = read_text(build.self_template) if build.self_template else SELF_TEMPLATE  # UTF-8, BOM or not
     needs_model = build.samples > 0 or build.construction in ("self", "splice")
     sampler = make_sampler(config.model.name, backend=build.backend, dtype=config.model.dtype, seed=config.seed) \
         if needs_model else None

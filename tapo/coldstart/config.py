@@ -275,6 +275,15 @@ def build_filter_config(raw: dict, *, where: str = "config") -> FilterConfig:
         raise ConfigError(f"{where}: filter.samples must be >= 1 to estimate a pass rate")
     if not 0 <= section.low <= section.high <= 1:
         raise ConfigError(f"{where}: need 0 <= filter.low <= filter.high <= 1, got low={section.low}, high={section.high}")
+    from tapo.filtering import keep  # here: tapo.filtering imports this module
+
+    n = section.samples
+    if not any(keep(k / n, low=section.low, high=section.high) for k in range(n + 1)):
+        rates = ", ".join(f"{k / n:g}" for k in range(n + 1)) if n <= 10 else f"0, 1/{n}, ..., 1"
+        raise ConfigError(
+            f"{where}: no pass rate can lie in [{section.low:g}, {section.high:g}] with filter.samples {n} (a query's "
+            f"pass rate is k/{n}: {rates}); widen the range or raise filter.samples"
+        )
     return config
 
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tapo.coldstart.config import ColdStartConfig, save_any_config, sft_settings
-from tapo.data.datasets import DataError
+from tapo.data.datasets import DataError, text_lines
 
 MODEL_DIR = "model"
 
@@ -31,24 +31,23 @@ def read_sft_rows(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"cold-start data not found: {path} (make it with `tapo coldstart build`)")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} row {line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{where}: invalid JSON: {error.msg}") from None
-            for key in ("prompt", "completion"):
-                value = row.get(key) if isinstance(row, dict) else None
-                if not isinstance(value, list) or not value or not all(
-                    isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in value
-                ):
-                    raise DataError(f"{where}: '{key}' must be a non-empty list of chat messages (role, content)")
-            if row["completion"][-1]["role"] != "assistant":
-                raise DataError(f"{where}: the completion's last message must be the assistant's")
-            rows.append({"prompt": row["prompt"], "completion": row["completion"]})
+    for line_no, line in text_lines(path):  # UTF-8 (a BOM is fine); another encoding names the row
+        if not line.strip():
+            continue
+        where = f"{path} row {line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: invalid JSON: {error.msg}") from None
+        for key in ("prompt", "completion"):
+            value = row.get(key) if isinstance(row, dict) else None
+            if not isinstance(value, list) or not value or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in value
+            ):
+                raise DataError(f"{where}: '{key}' must be a non-empty list of chat messages (role, content)")
+        if row["completion"][-1]["role"] != "assistant":
+            raise DataError(f"{where}: the completion's last message must be the assistant's")
+        rows.append({"prompt": row["prompt"], "completion": row["completion"]})
     if not rows:
         raise DataError(f"{path}: no examples")
     return rows

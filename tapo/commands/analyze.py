@@ -1,9 +1,15 @@
-"""`tapo analyze`: direct solution rate and effective reflection rate on boundary problems."""
+"""`tapo analyze`: direct solution rate and effective reflection rate on boundary problems.
+
+Exit status: 0 with a table; 2 on an error (no benchmark shared by every directory, more
+`--runs` than were evaluated, a `--benchmarks` name not evaluated); 1 when the table is empty
+because no benchmark has a boundary problem.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -30,6 +36,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.output}")
+    stats = [s for per_model in result["benchmarks"].values() for s in per_model.values()]
+    if not any(s["n_boundary_problems"] for s in stats):
+        names = result["benchmarks"]
+        print(
+            f"tapo analyze: nothing was analysed: {', '.join(names)} {'has' if len(names) == 1 else 'have'} no "
+            "boundary problem (one that every model given solves sometimes but not always); try more samples or runs, "
+            "or one directory at a time",
+            file=sys.stderr,
+        )
+        return 1
+    if not any(s["n_responses"] for s in stats):  # the responses were there; the judge's counts above say why
+        print("tapo analyze: warning: the judge classified none of the responses, so every rate is empty",
+              file=sys.stderr)
     return 0
 
 
@@ -45,7 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("result_dirs", nargs="+", metavar="RESULT_DIR", help="directories written by `tapo eval --output`")
     p.add_argument("--benchmarks", help="comma-separated benchmark names (default: every one evaluated in all directories)")
-    p.add_argument("--runs", type=int, help="analyze only the first N evaluation runs (default: all)")
+    p.add_argument("--runs", type=int, help="analyze only the first N evaluation runs; more than every directory has is an error (default: all)")
     p.add_argument("--judge-url", help="base URL of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--judge-model", help="the judge model's name at that endpoint")
     p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")

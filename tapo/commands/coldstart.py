@@ -1,15 +1,31 @@
-"""`tapo coldstart build | train | run`: cold-start data from constructed trajectories, then SFT on it."""
+"""`tapo coldstart build | train | run`: cold-start data from constructed trajectories, then SFT on it.
+
+`--config` is required (a `--dry-run` may go without). A build that keeps no example says why on
+stderr and exits 1; `run` then stops before the fine-tuning.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
 def _config(args: argparse.Namespace):
+    """The config of `--config` with `--set` applied; `--config` is required unless this is a dry run.
+
+    The defaults alone would build from (and fine-tune) `builtin:tiny`, an untrained model that is
+    never right: a full job that keeps nothing. A dry run without a file shows those defaults.
+    """
     from tapo.coldstart.config import load_coldstart_config
 
+    if args.config is None and not getattr(args, "dry_run", False):
+        raise ValueError(
+            f"{args.step}: --config is required: the defaults alone use builtin:tiny, an untrained model that is never "
+            "right, so a build keeps nothing; start from recipes/coldstart-demo.yaml or recipes/paper/coldstart.yaml, "
+            f"e.g. `tapo coldstart {args.step} --config recipes/coldstart-demo.yaml` (--dry-run shows the defaults)"
+        )
     return load_coldstart_config(args.config, args.set)
 
 
@@ -29,7 +45,17 @@ def _build(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else _default_data(config)
     stats = build_coldstart(config, output=output, progress=True)
     _print_build(stats)
-    return 0
+    return 1 if _say_nothing_kept(stats) else 0
+
+
+def _say_nothing_kept(stats: dict) -> bool:
+    """Print, loudly, why a build wrote an empty data set; True when it did."""
+    from tapo.coldstart.build import nothing_kept
+
+    why = nothing_kept(stats)
+    if why:
+        print(f"tapo coldstart: nothing was kept, {stats['output']} is empty: {why}", file=sys.stderr)
+    return why is not None
 
 
 def _print_build(stats: dict) -> None:
@@ -63,14 +89,17 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = Path(args.output_dir or config.output_dir)
     data = run_dir / "data.jsonl"
     if not (args.resume and data.is_file()):
-        _print_build(build_coldstart(config, output=data, progress=True))
+        stats = build_coldstart(config, output=data, progress=True)
+        _print_build(stats)
+        if _say_nothing_kept(stats):
+            return 1  # no fine-tuning on nothing
     run_sft(config, data=data, output_dir=run_dir, resume=args.resume)
     print(f"cold-start model: {run_dir / 'model'} (use it with: tapo train --set model.name={run_dir / 'model'})")
     return 0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML cold-start config (see recipes/coldstart-demo.yaml)")
+    parser.add_argument("--config", help="YAML cold-start config, required (see recipes/coldstart-demo.yaml)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set build.samples=4 --set sft.num_train_epochs=1 (repeatable)",

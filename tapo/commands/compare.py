@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tapo.evaluation.analysis import analyze, model_labels
+    from tapo.evaluation.analysis import analyze, common_benchmarks, model_labels
     from tapo.evaluation.run import load_result
     from tapo.evaluation.tables import compare_markdown
 
@@ -20,6 +21,10 @@ def _run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"analysis file not found: {path} (write one with `tapo analyze ... --output FILE`)")
         analysis = json.loads(path.read_text(encoding="utf-8"))
     elif args.no_analysis:
+        analysis = None
+    elif not common_benchmarks(results):
+        print("tapo compare: no benchmark was evaluated in every directory, so the reflection analysis is left out",
+              file=sys.stderr)
         analysis = None
     else:
         analysis = analyze(args.result_dirs)

@@ -5,7 +5,33 @@ from __future__ import annotations
 import argparse
 
 
+def offline_benchmark_message(error, requested: list[str]) -> str:
+    """A benchmark that needs the Hub, unreachable: the reason, then the `--benchmarks` that works offline.
+
+    Every requested registry name without an offline copy is swapped for a file path at once (the
+    default list has two), so the suggested command does not fail on the next one.
+
+    >>> from tapo.data import BENCHMARKS, BenchmarkUnavailableError
+    >>> error = BenchmarkUnavailableError("could not load benchmark 'aime24'", BENCHMARKS["aime24"])
+    >>> offline_benchmark_message(error, ["aime24"])  # doctest: +ELLIPSIS
+    "could not load benchmark 'aime24'; without network access, ... pass its path: --benchmarks path/to/aime24.jsonl"
+    """
+    from tapo.data.benchmarks import BENCHMARKS, has_offline_copy, local_hint
+
+    def fixed(name: str) -> str:
+        key = name.lower()
+        if key == error.spec.name or (key in BENCHMARKS and not has_offline_copy(key)):
+            return f"path/to/{key}.jsonl"
+        return name
+
+    swapped = [b.lower() for b in requested if fixed(b) != b]
+    usage = f"--benchmarks {','.join(fixed(b) for b in requested)}"
+    also = f" ({' and '.join(swapped)} have no offline copy here)" if len(swapped) > 1 else ""
+    return f"{error.reason}; {local_hint(error.spec, usage=usage)}{also}"
+
+
 def _run(args: argparse.Namespace) -> int:
+    from tapo.data import BenchmarkUnavailableError
     from tapo.evaluation.run import RESPONSES, RESULT_JSON, RESULT_MD, EvalProtocol, evaluate
     from tapo.evaluation.tables import result_markdown
 
@@ -22,19 +48,22 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
-    result = evaluate(
-        args.model,
-        benchmarks,
-        output_dir=args.output,
-        protocol=protocol,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        backend=args.backend,
-        dtype=args.dtype,
-        system_prompt=args.system_prompt,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    try:
+        result = evaluate(
+            args.model,
+            benchmarks,
+            output_dir=args.output,
+            protocol=protocol,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            backend=args.backend,
+            dtype=args.dtype,
+            system_prompt=args.system_prompt,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except BenchmarkUnavailableError as error:
+        raise ValueError(offline_benchmark_message(error, benchmarks)) from None
     print(result_markdown(result))
     print(f"wrote {args.output}/{RESULT_JSON}, {args.output}/{RESULT_MD}, {args.output}/{RESPONSES}")
     return 0

