@@ -8,12 +8,17 @@ A config file has five sections besides `algorithm`, `seed` and `output_dir`:
     trainer: {learning_rate: 1.0e-5, max_steps: 5, num_generations: 8, ...}   # TRL GRPOConfig fields
     tapo: {n_pos: 2, n_neg: 4, m_max: 4, construction: aligned, ...}       # TAPO options (TAPOConfig)
 
-Unknown keys are errors that name the section and list what is allowed.
+Every key is checked when a config is built (`build_config`, so `tapo train` and its dry run alike):
+unknown keys (with a "did you mean"), the type of every value (our sections' annotations, TRL's
+GRPOConfig field types under `trainer:`), and the ranges, choices and combinations in
+`tapo.validate`. Each error names the file, the key, and the `--set key=value` that gave it if one did.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,8 @@ import yaml
 ALGORITHMS = ("grpo", "tapo")
 # Keys the runner sets itself; a config that sets them under `trainer:` would be silently overridden.
 RUNNER_OWNED_TRAINER_KEYS = ("output_dir", "seed", "logging_steps", "report_to")
+LISTED_KEYS_MAX = 30  # an unknown key's error lists the allowed ones only for sections this small
+_log = logging.getLogger("tapo")
 
 
 class _Loader(yaml.SafeLoader):
@@ -86,16 +93,79 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the file and key."""
 
 
-def _check_keys(section: str, given: dict, allowed: set[str], *, where: str) -> None:
+def _check_keys(
+    section: str,
+    given: dict,
+    allowed: set[str],
+    *,
+    where: str,
+    set_by: dict[str, str] | None = None,
+    elsewhere: dict[str, set[str]] | None = None,
+) -> None:
+    """Unknown keys are errors, each with the closest allowed key ("did you mean"), else the closest key
+    of another section (`elsewhere`: section -> keys), and the allowed keys listed when none is close
+    and the section is small (TRL's ~200 fields are never listed)."""
     unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) in '{section}': {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}"
-        )
+    if not unknown:
+        return
+    parts, close = [], False
+    for key in unknown:
+        match = _suggest_key(key, allowed, elsewhere or {})
+        close = close or bool(match)
+        dotted = key if section == "top level" else f"{section}.{key}"
+        parts.append(f"{key}{f' (did you mean {match}?)' if match else ''}{origin_note(dotted, set_by)}")
+    message = f"{where}: unknown key(s) in '{section}': {', '.join(parts)}"
+    if not close and len(allowed) <= LISTED_KEYS_MAX:
+        message += f". Allowed: {', '.join(sorted(allowed))}"
+    raise ConfigError(message)
+
+
+def _suggest_key(key: str, allowed: set[str], elsewhere: dict[str, set[str]]) -> str | None:
+    """The closest key of this section, else `section.key` of the closest key of another."""
+    match = suggest(key, allowed)
+    if match or not elsewhere:
+        return match
+    dotted = {k: f"{name}.{k}" for name, keys in elsewhere.items() for k in keys}
+    found = suggest(key, dotted)
+    return dotted[found] if found else None
+
+
+def suggest(word: str, candidates) -> str | None:
+    """The candidate closest to a misspelt `word` (difflib, case-insensitive), or None."""
+    by_lower = {str(c).lower(): c for c in candidates}
+    match = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return str(by_lower[match[0]]) if match else None
+
+
+def override_origins(overrides: list[str] | None) -> dict[str, str]:
+    """Dotted key -> the `--set` text that gave it (the last one wins, as in `apply_overrides`)."""
+    origins = {}
+    for text in overrides or []:
+        path, _ = parse_override(text)
+        origins[".".join(path)] = text
+    return origins
+
+
+def origin_note(key: str, set_by: dict[str, str] | None) -> str:
+    """` (from --set KEY=VALUE)` when a `--set` gave `key` or a section above it; else "" (the file did)."""
+    parts = key.split(".")
+    for depth in range(len(parts), 0, -1):
+        text = (set_by or {}).get(".".join(parts[:depth]))
+        if text is not None:
+            return f" (from --set {text})"
+    return ""
 
 
 def _field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def _section_keys() -> dict[str, set[str]]:
+    """Section -> its keys, for suggestions across sections."""
+    from tapo.trainer import GRPOConfig, tapo_option_names
+
+    return {"model": _field_names(ModelSection), "data": _field_names(DataSection),
+            "trainer": _field_names(GRPOConfig) - set(RUNNER_OWNED_TRAINER_KEYS), "tapo": tapo_option_names()}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -125,50 +195,65 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return merged
 
 
-def build_config(raw: dict, *, where: str = "config") -> RunConfig:
-    """Validate a raw mapping into a RunConfig; engine-specific sections are checked against TRL's dataclasses."""
+def build_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | None = None) -> RunConfig:
+    """Validate a raw mapping into a RunConfig; `set_by` (`override_origins`) lets errors name a `--set`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
-    _check_keys("top level", raw, _field_names(RunConfig), where=where)
+    if set(raw) - _field_names(RunConfig):  # the sections' keys are suggested too (TRL imported on this path only)
+        _check_keys("top level", raw, _field_names(RunConfig), where=where, set_by=set_by, elsewhere=_section_keys())
     sections = {}
     for name, cls in (("model", ModelSection), ("data", DataSection)):
         given = raw.get(name) or {}
         if isinstance(given, str) and name == "model":
             given = {"name": given}
         if not isinstance(given, dict):
-            raise ConfigError(f"{where}: '{name}' must be a mapping")
-        _check_keys(name, given, _field_names(cls), where=where)
+            raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
+        _check_keys(name, given, _field_names(cls), where=where, set_by=set_by)
         sections[name] = cls(**given)
-    trainer = dict(raw.get("trainer") or {})
-    tapo = dict(raw.get("tapo") or {})
+    for name in ("trainer", "tapo"):
+        if not isinstance(raw.get(name) or {}, dict):
+            raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
     config = RunConfig(
-        algorithm=str(raw.get("algorithm", "grpo")),
-        seed=int(raw.get("seed", 0)),
-        output_dir=str(raw.get("output_dir", RunConfig.output_dir)),
-        trainer=trainer,
-        tapo=tapo,
+        algorithm=raw.get("algorithm", RunConfig.algorithm),
+        seed=raw.get("seed", RunConfig.seed),
+        output_dir=raw.get("output_dir", RunConfig.output_dir),
+        trainer=dict(raw.get("trainer") or {}),
+        tapo=dict(raw.get("tapo") or {}),
         **sections,
     )
-    validate(config, where=where)
+    validate(config, where=where, set_by=set_by)
     return config
 
 
-def validate(config: RunConfig, *, where: str = "config") -> None:
-    if config.algorithm not in ALGORITHMS:
-        raise ConfigError(f"{where}: algorithm must be one of {', '.join(ALGORITHMS)}, got {config.algorithm!r}")
-    from tapo.trainer import TAPOConfig, tapo_option_names  # TRL import, deferred so --help stays fast
+def validate(config: RunConfig, *, where: str = "config", set_by: dict[str, str] | None = None) -> None:
+    """Keys, then every value (`tapo.validate.value_problems`); all problems are raised together.
+
+    Values that would run but leave TAPO inert are logged as warnings (stderr), not errors.
+    """
+    from tapo.trainer import GRPOConfig, tapo_option_names  # TRL import, deferred so --help stays fast
+    from tapo.validate import value_problems
 
     owned = sorted(set(config.trainer) & set(RUNNER_OWNED_TRAINER_KEYS))
     if owned:
         raise ConfigError(f"{where}: set {', '.join(owned)} at the top level or on the command line, not in 'trainer'")
-    tapo_keys = tapo_option_names()
-    misplaced = sorted(set(config.trainer) & tapo_keys)
-    if misplaced:
-        raise ConfigError(f"{where}: {', '.join(misplaced)} belong in the 'tapo' section, not 'trainer'")
-    _check_keys("trainer", config.trainer, _field_names(TAPOConfig) - tapo_keys, where=where)
-    _check_keys("tapo", config.tapo, tapo_keys, where=where)
+    tapo_keys, trainer_keys = tapo_option_names(), _field_names(GRPOConfig)
+    for section, belongs, keys in (("trainer", "tapo", tapo_keys), ("tapo", "trainer", trainer_keys)):
+        misplaced = sorted(set(getattr(config, section)) & keys)
+        if misplaced:
+            notes = "".join(origin_note(f"{section}.{key}", set_by) for key in misplaced)
+            raise ConfigError(
+                f"{where}: {', '.join(misplaced)} {'belongs' if len(misplaced) == 1 else 'belong'} in the "
+                f"'{belongs}' section, not '{section}'{notes}"
+            )
+    _check_keys("trainer", config.trainer, trainer_keys, where=where, set_by=set_by, elsewhere={"tapo": tapo_keys})
+    _check_keys("tapo", config.tapo, tapo_keys, where=where, set_by=set_by, elsewhere={"trainer": trainer_keys})
     if config.algorithm == "grpo" and config.tapo:
         raise ConfigError(f"{where}: a 'tapo' section was given but algorithm is grpo")
+    errors, warnings = value_problems(config, set_by=set_by)
+    if errors:
+        raise ConfigError("\n".join(f"{where}: {problem}" for problem in errors))
+    for warning in warnings:
+        _log.warning("warning: %s: %s", where, warning)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -180,7 +265,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raw = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    return build_config(apply_overrides(raw, overrides or []), where=str(path))
+    merged = apply_overrides(raw, overrides or [])
+    return build_config(merged, where=str(path), set_by=override_origins(overrides))
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

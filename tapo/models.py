@@ -46,6 +46,7 @@ def load_policy(
     """
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    check_local(name)
     if name == "builtin:tiny":
         model, tokenizer = build_tiny(seed=seed)
         model = model.to(dtype)
@@ -67,7 +68,17 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         return prepare_tokenizer(build_tiny_tokenizer())
     if name in ("builtin:smollm2-135m-instruct", "builtin:tiny-arith"):
         return prepare_tokenizer(load_saved_tokenizer(builtin_folder(name)))
+    check_local(name)
     return prepare_tokenizer(load_saved_tokenizer(name))
+
+
+def check_local(name: str) -> None:
+    """A name that looks like a local path must exist: else the hub would be asked for it, and answer
+    with a confusing repository-id error (or a network error offline)."""
+    from tapo.validate import looks_local
+
+    if not name.startswith(BUILTIN_PREFIX) and looks_local(name) and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"model folder not found: {name}")
 
 
 def load_saved_tokenizer(name_or_folder: str | Path) -> PreTrainedTokenizerBase:

@@ -92,9 +92,14 @@ def test_unknown_key_names_section_key_and_file(tmp_path, raw, section, bad):
     assert str(path) in message
 
 
-def test_unknown_key_message_lists_what_is_allowed(tmp_path):
-    with pytest.raises(ConfigError, match=r"Allowed: dtype, name$"):
+def test_unknown_key_message_suggests_the_closest_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"'model': nme \(did you mean name\?\)$"):
         load_config(write(tmp_path, {"model": {"nme": "x"}}))
+
+
+def test_unknown_key_with_nothing_close_lists_what_is_allowed(tmp_path):
+    with pytest.raises(ConfigError, match=r"'model': zzz. Allowed: dtype, name$"):
+        load_config(write(tmp_path, {"model": {"zzz": "x"}}))
 
 
 @pytest.mark.parametrize("key, value", [("n_pos", 3), ("ots_w_min", 0.1), ("construction", "aligned")])
@@ -104,7 +109,7 @@ def test_tapo_option_under_trainer_points_to_tapo_section(tmp_path, key, value):
         load_config(path)
     message = str(error.value)
     assert key in message
-    assert "belong in the 'tapo' section" in message
+    assert "belongs in the 'tapo' section" in message
     assert str(path) in message
 
 
@@ -229,13 +234,15 @@ def test_override_below_a_value_is_rejected():
 
 def test_load_config_applies_overrides_then_validates():
     config = load_config(
-        TINY, ["trainer.max_steps=10", "trainer.learning_rate=1e-5", "algorithm=tapo", "tapo.construction=aligned"]
+        TINY,
+        ["trainer.max_steps=10", "trainer.learning_rate=1e-5", "algorithm=tapo", "tapo.construction=aligned",
+         "tapo.n_neg=2"],  # the default n_pos 2 + n_neg 4 cannot occur in tiny-grpo's groups of 4
     )
     assert config.algorithm == "tapo"
     assert config.trainer["max_steps"] == 10
     assert config.trainer["learning_rate"] == 1e-5 and isinstance(config.trainer["learning_rate"], float)
     assert config.trainer["num_generations"] == 4  # untouched keys stay
-    assert config.tapo == {"construction": "aligned"}
+    assert config.tapo == {"construction": "aligned", "n_neg": 2}
 
 
 def test_override_to_an_unknown_key_is_rejected_naming_the_file():
@@ -296,3 +303,209 @@ def test_round_trip_keeps_number_like_strings_as_strings(tmp_path):
     assert again == config
     assert again.data.instruction == "1e5" and again.data.system_prompt == "2.0E-3"
     assert isinstance(again.trainer["learning_rate"], float)
+
+
+# --- values: types, ranges, choices, combinations (issue 16, items 9-10) -----------------------------------
+
+TINY_TAPO = RECIPES / "tiny-tapo.yaml"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        # types of TRL's fields (GRPOConfig annotations)
+        ("trainer.max_steps=abc", "trainer.max_steps must be an integer, got 'abc'"),
+        ("trainer.max_steps=2.5", "trainer.max_steps must be an integer, got 2.5"),
+        ("trainer.learning_rate=fast", "trainer.learning_rate must be a number, got 'fast'"),
+        ("trainer.use_vllm=maybe", "trainer.use_vllm must be true or false, got 'maybe'"),
+        ("trainer.max_completion_length=[1]", "trainer.max_completion_length must be an integer or null"),
+        # ranges TRL lets through (a crash or a silent 0-step run later)
+        ("trainer.num_generations=0", "trainer.num_generations must be >= 2"),
+        ("trainer.num_generations=1", "trainer.num_generations must be >= 2"),
+        ("trainer.num_generations=null", "trainer.num_generations must be >= 2"),
+        ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size must be >= 1"),
+        ("trainer.temperature=0", "trainer.temperature must be > 0"),
+        ("trainer.top_p=1.5", "trainer.top_p must be in (0, 1]"),
+        ("trainer.max_steps=0", "trainer.max_steps must be -1 (use num_train_epochs) or >= 1"),
+        ("trainer.learning_rate=-1e-5", "trainer.learning_rate must be >= 0"),
+        ("trainer.save_steps=0", "trainer.save_steps must be > 0"),
+        ("trainer.loss_type=ppo", "trainer.loss_type must be one of grpo, dr_grpo, dapo"),
+        ("trainer.vllm_mode=colocated", "trainer.vllm_mode must be one of server, colocate, got 'colocated' (did you mean 'colocate'?)"),
+        ("trainer.scale_rewards=std", "trainer.scale_rewards must be one of group, batch, none, true, false"),
+        # TAPO's options
+        ("tapo.n_pos=abc", "tapo.n_pos must be an integer, got 'abc'"),
+        ("tapo.n_pos=0", "tapo.n_pos must be >= 1"),
+        ("tapo.n_pos=1.5", "tapo.n_pos must be an integer, got 1.5"),
+        ("tapo.n_neg=-1", "tapo.n_neg must be >= 0"),
+        ("tapo.m_max=-1", "tapo.m_max must be >= 0, got -1"),
+        ("tapo.ref_loss_weight=-0.5", "tapo.ref_loss_weight must be >= 0"),
+        ("tapo.ots=maybe", "tapo.ots must be true or false"),
+        ("tapo.ots_w_min=-0.1", "tapo.ots_w_min must be >= 0"),
+        ("tapo.ref_baseline=bogus", "tapo.ref_baseline must be one of reflection, original, got 'bogus'"),
+        ("tapo.construction=bogus", "tapo.construction must be one of self, splice, aligned, got 'bogus'"),
+        ("tapo.construction=slef", "got 'slef' (did you mean 'self'?)"),
+        ("tapo.splice_fallback=nope", "tapo.splice_fallback must be one of self, drop, got 'nope'"),
+        ("tapo.synthesis_temperature=0", "tapo.synthesis_temperature must be > 0"),
+        ("tapo.synthesis_top_p=0", "tapo.synthesis_top_p must be in (0, 1]"),
+        ("tapo.synthesis_extra_tokens=-16", "tapo.synthesis_extra_tokens must be >= 0"),
+        ("tapo.synthesis_template=5", "tapo.synthesis_template must be a string or null, got 5"),
+        ("tapo.max_construction_tokens=0", "tapo.max_construction_tokens must be >= 1"),
+        ("tapo.keep_truncated_constructions=1", "tapo.keep_truncated_constructions must be true or false, got 1"),
+        # our sections
+        ("model.dtype=float99", "model.dtype must be one of float32, bfloat16, float16, float64, got 'float99'"),
+        ("model.dtype=int3", "model.dtype must be one of"),
+        ("model.name=", "model.name must not be empty"),
+        ("model.name=42", "model.name must be a string, got 42"),
+        ("data.n=-5", "data.n must be >= 1 (it would keep no rows), got -5"),
+        ("data.n=0", "data.n must be >= 1"),
+        ("data.n=many", "data.n must be an integer, got 'many'"),
+        ("data.limit=0", "data.limit must be >= 1 (it would keep no rows)"),
+        ("data.n_steps=[3, 1]", "data.n_steps must be an integer >= 1 or a [low, high] pair"),
+        ("data.n_steps=abc", "data.n_steps must be an integer >= 1 or a [low, high] pair"),
+        ("data.max_operand=1", "data.max_operand must be >= 2"),
+        ("data.split=3", "data.split must be a string, got 3"),
+        ("data.problem_key=[a]", "data.problem_key must be a string or null"),
+        ("seed=abc", "seed must be an integer, got 'abc'"),
+        ("seed=true", "seed must be an integer, got True"),
+        ("seed=-1", "seed must be in [0, 2**32)"),
+        ("output_dir=", "output_dir must not be empty"),
+        ("output_dir=3", "output_dir must be a string, got 3"),
+        ("algorithm=TAPO", "algorithm must be one of grpo, tapo, got 'TAPO' (did you mean 'tapo'?)"),
+    ],
+)
+def test_bad_value_names_key_file_and_the_override(override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY_TAPO, [override])
+    message = str(error.value)
+    assert expected in message
+    assert message.startswith(f"{TINY_TAPO}: ")
+    assert message.endswith(f"(from --set {override})")
+
+
+def test_bad_value_from_the_file_names_the_file_and_no_override(tmp_path):
+    path = write(tmp_path, minimal(tapo={"n_pos": 0}, trainer={"max_steps": "abc"}))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    lines = str(error.value).splitlines()  # every problem at once, one per line
+    assert lines == [
+        f"{path}: trainer.max_steps must be an integer, got 'abc'",
+        f"{path}: tapo.n_pos must be >= 1 (every y- is paired with a correct y+), got 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "override, values",
+    [
+        ("trainer.scale_rewards=false", {"scale_rewards": False}),  # TRL takes true/false for group/none
+        ("trainer.max_steps=-1", {"max_steps": -1}),
+        ("trainer.learning_rate=1", {"learning_rate": 1}),  # an integer is a number
+        ("trainer.max_completion_length=null", {"max_completion_length": None}),
+        ("trainer.lr_scheduler_type=cosine", {"lr_scheduler_type": "cosine"}),
+        ("trainer.chat_template_kwargs={enable_thinking: false}", {"chat_template_kwargs": {"enable_thinking": False}}),
+        ("tapo.max_construction_tokens=null", {"max_construction_tokens": None}),
+        ("data.n_steps=[1, 3]", {}),
+        ("model.dtype=bfloat16", {}),
+    ],
+)
+def test_good_values_still_load(override, values):
+    config = load_config(TINY_TAPO, [override])
+    assert values.items() <= {**config.trainer, **config.tapo}.items()
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["tapo.n_neg=99"], "tapo.n_pos + tapo.n_neg (1 + 99) must be <= trainer.num_generations (8)"),
+        (["tapo.n_pos=7"], "tapo.n_pos + tapo.n_neg (7 + 2) must be <= trainer.num_generations (8)"),
+        (["trainer.num_generations=2", "trainer.per_device_train_batch_size=8"],
+         "tapo.n_pos + tapo.n_neg (1 + 2) must be <= trainer.num_generations (2)"),
+        (["tapo.decoupled=false"], "tapo.decoupled: false mixes y_ref into the original group, so tapo.ref_baseline "
+                                   "'original' has no meaning there"),
+        (["tapo.ots_w_min=5", "tapo.ots_w_max=1"], "tapo.ots_w_min (5) must be <= tapo.ots_w_max (1)"),
+        (["trainer.multi_objective_aggregation=normalize_then_sum"], "'normalize_then_sum' is not supported"),
+    ],
+)
+def test_combinations_that_cannot_run_or_never_construct_are_errors(overrides, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY_TAPO, overrides)
+    assert expected in str(error.value)
+    assert f"(from --set {overrides[0]})" in str(error.value)
+
+
+def test_default_thresholds_in_groups_of_four_are_an_error_naming_the_file(tmp_path):
+    path = write(tmp_path, minimal(trainer={"num_generations": 4, "per_device_train_batch_size": 8}))
+    with pytest.raises(ConfigError, match=r"tapo.n_pos \+ tapo.n_neg \(2 \+ 4\) must be <= trainer.num_generations \(4\)"):
+        load_config(path)
+
+
+def test_combinations_are_for_tapo_only():
+    config = load_config(TINY, ["trainer.multi_objective_aggregation=normalize_then_sum"])  # grpo
+    assert config.trainer["multi_objective_aggregation"] == "normalize_then_sum"
+    assert load_config(TINY_TAPO, ["tapo.decoupled=false", "tapo.ref_baseline=reflection"]).tapo["decoupled"] is False
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["tapo.m_max=0"], "tapo.m_max is 0: no query gets a construction"),
+        (["tapo.ref_loss_weight=0"], "tapo.ref_loss_weight is 0: constructions are made"),
+        (["tapo.ref_baseline=reflection"], "aligned constructions end with the gold answer"),
+    ],
+)
+def test_values_that_leave_tapo_inert_are_loud_warnings(overrides, expected, caplog):
+    with caplog.at_level("WARNING", logger="tapo"):
+        load_config(TINY_TAPO, overrides)  # they run, so they are not errors
+    messages = [r.getMessage() for r in caplog.records if r.name == "tapo"]
+    assert len(messages) == 1 and expected in messages[0]
+    assert messages[0].startswith(f"warning: {TINY_TAPO}: ") and f"(from --set {overrides[0]})" in messages[0]
+
+
+@pytest.mark.parametrize("recipe", ["tiny-tapo.yaml", "tiny-grpo.yaml", "demo.yaml", "paper/tapo.yaml", "paper/grpo.yaml"])
+def test_recipes_load_without_warnings(recipe, caplog):
+    with caplog.at_level("WARNING", logger="tapo"):
+        load_config(RECIPES / recipe)
+    assert not [r for r in caplog.records if r.name == "tapo"]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("tapo.npos=2", "unknown key(s) in 'tapo': npos (did you mean n_pos?) (from --set tapo.npos=2)"),
+        ("tapo.m_maxx=2", "m_maxx (did you mean m_max?)"),
+        ("trainer.lerning_rate=1e-5", "unknown key(s) in 'trainer': lerning_rate (did you mean learning_rate?)"),
+        ("trainer.npos=2", "unknown key(s) in 'trainer': npos (did you mean tapo.n_pos?)"),
+        ("tapo.max_step=2", "unknown key(s) in 'tapo': max_step (did you mean trainer.max_steps?)"),
+        ("max_stepz=3", "unknown key(s) in 'top level': max_stepz (did you mean trainer.max_steps?)"),
+        ("data.n_step=2", "unknown key(s) in 'data': n_step (did you mean n_steps?)"),
+        ("model.dtpye=float32", "unknown key(s) in 'model': dtpye (did you mean dtype?)"),
+    ],
+)
+def test_unknown_key_suggests_the_closest_one(override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY_TAPO, [override])
+    assert expected in str(error.value)
+
+
+def test_unknown_trainer_key_does_not_list_trls_fields():
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY, ["trainer.zzzzqqq=1"])
+    assert "Allowed" not in str(error.value) and len(str(error.value)) < 200
+
+
+def test_tapo_option_of_trl_points_to_the_trainer_section():
+    with pytest.raises(ConfigError, match=r"learning_rate belongs in the 'trainer' section, not 'tapo' \(from --set"):
+        load_config(TINY_TAPO, ["tapo.learning_rate=1e-5"])
+
+
+def test_every_tapo_option_has_a_type_and_every_text_option_its_choices():
+    """A new TAPOConfig field is validated from its annotation; a new text option needs its choices listed."""
+    import typing
+
+    from tapo.trainer import TAPOConfig, tapo_option_names
+    from tapo.validate import choices
+
+    hints = typing.get_type_hints(TAPOConfig)
+    for name in tapo_option_names():
+        assert hints[name] is not typing.Any, name
+        if hints[name] is str:
+            assert f"tapo.{name}" in choices(), f"tapo.{name} is free text: add its choices to tapo.validate.choices"

@@ -64,9 +64,9 @@ def test_hub_data_is_named_not_fetched(no_downloads, capsys):
 
 
 def test_bad_engine_values_fail_the_dry_run_with_the_file(capsys):
-    assert main(["train", "--config", f"{PAPER}/tapo.yaml", "--dry-run", "--set", "trainer.num_generations=3"]) == 2
+    assert main(["train", "--config", f"{PAPER}/tapo.yaml", "--dry-run", "--set", "trainer.num_generations=6"]) == 2
     err = capsys.readouterr().err
-    assert "recipes/paper/tapo.yaml" in err and "divisible" in err  # 32 completions cannot form groups of 3
+    assert "recipes/paper/tapo.yaml" in err and "divisible" in err  # 32 completions cannot form groups of 6
     assert main(["coldstart", "build", "--config", f"{PAPER}/coldstart.yaml", "--dry-run",
                  "--set", "sft.lr_scheduler_type=wobbly"]) == 2
     assert "wobbly" in capsys.readouterr().err
