@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -39,11 +40,16 @@ class MetricsFileCallback(TrainerCallback):
             summary = {**logs, "world_size": args.world_size, "global_step": state.global_step}
             (self.path.parent / "train_summary.json").write_text(json.dumps(summary, indent=2))
             return
-        row = {"step": state.global_step, **logs}
-        if REWARD_KEY in logs:
-            row["accuracy"] = logs[REWARD_KEY]  # the reward is 1 exactly when the answer is right
         with self.path.open("a") as out:
-            out.write(json.dumps(row) + "\n")
+            out.write(json.dumps(metric_row(state.global_step, logs)) + "\n")
+
+
+def metric_row(step: int, logs: dict) -> dict:
+    """The metrics.jsonl row of one step's logs (also used to restore rows from a checkpoint's log history)."""
+    row = {"step": step, **{key: value for key, value in logs.items() if key != "step"}}
+    if REWARD_KEY in logs:
+        row["accuracy"] = logs[REWARD_KEY]  # the reward is 1 exactly when the answer is right
+    return row
 
 
 class ProgressBarCallback(TrainerCallback):
@@ -68,23 +74,66 @@ class ProgressBarCallback(TrainerCallback):
             self.bar.set_postfix(shown, refresh=True)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """End the bar's line (also on an interruption, so what is printed next starts a line of its own)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
 
-def truncate_jsonl(path: str | Path, *, after_step: int) -> int:
-    """Drop rows whose step is beyond `after_step` (used on resume); returns how many were dropped."""
+def read_jsonl(path: str | Path) -> tuple[list[dict], bool]:
+    """(rows, whether a cut-off last line was dropped) of a JSONL file the run appends to; no file, no rows.
+
+    An interruption can cut the last line short, so an unparseable last line is dropped (as
+    `tapo.evaluation.responses.read_responses` does); a broken line anywhere else is an error
+    naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
+        return [], False
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last complete row
+    rows, cut = [], False
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        if json.loads(line).get("step", 0) > after_step:
-            dropped += 1
-        else:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
-    return dropped
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                cut = True
+                continue
+            raise ValueError(f"{path}, line {number}: invalid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows, cut
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Replace the file by these rows atomically (an interruption leaves the old file or the new one)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def truncate_jsonl(path: str | Path, *, after_step: int, restore: dict[int, dict] | None = None) -> int:
+    """Make a run's JSONL file hold the steps up to `after_step` only (used on resume); returns rows dropped.
+
+    A cut-off last line is dropped too (not counted). `restore` maps step -> row for rows that must
+    be there: metrics rows lost to a cut are put back from the checkpoint's log history.
+    """
+    path = Path(path)
+    rows, cut = read_jsonl(path)
+    kept = [row for row in rows if row.get("step", 0) <= after_step]
+    present = {row.get("step") for row in kept}
+    missing = [row for step, row in sorted((restore or {}).items()) if step <= after_step and step not in present]
+    if missing:
+        kept = sorted(kept + missing, key=lambda row: row.get("step", 0))
+    if cut or missing or len(kept) != len(rows):
+        write_jsonl(path, kept)
+    return len(rows) - (len(kept) - len(missing))

@@ -13,12 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def tapo_command(*args: str) -> list[str]:
+    """`tapo ARGS...` as `python -m tapo.cli`: the `tapo` console script's `main`, from this checkout.
+
+    The installed `tapo` script imports whichever checkout the virtual environment was installed from
+    (an editable install); this one runs the package these tests sit beside (PYTHONPATH points at it).
+    """
+    return [sys.executable, "-m", "tapo.cli", *args]
+
+
+def tapo_env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}
+
+
 def run_tapo(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """The installed `tapo` command as a user runs it, in a subprocess."""
-    return subprocess.run(
-        [str(BIN / "tapo"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-    )
+    """The `tapo` command as a user runs it, in a subprocess."""
+    return subprocess.run(tapo_command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=tapo_env())
 
 
 def run_benchmark(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
