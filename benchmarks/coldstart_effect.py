@@ -144,5 +144,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # the reward's worker processes import this module: keep the work under this guard
+if __name__ == "__main__":
     sys.exit(main())

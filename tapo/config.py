@@ -1,10 +1,11 @@
 """Run configuration: dataclasses read from YAML, overridable with `key=value`, saved with every run.
 
-A config file has five sections besides `algorithm`, `seed` and `output_dir`:
+A config file has these sections besides `algorithm`, `seed` and `output_dir`:
 
     algorithm: tapo            # or grpo
     model: {name: builtin:tiny, dtype: float32}
     data: {source: builtin:arithmetic, n: 256, n_steps: 3, max_operand: 20}
+    reward: {timeout_s: 5.0, workers: 2}     # answer checking: limit per item, items checked at once
     trainer: {learning_rate: 1.0e-5, max_steps: 5, num_generations: 8, ...}   # TRL GRPOConfig fields
     tapo: {n_pos: 2, n_neg: 4, m_max: 4, construction: aligned, ...}       # TAPO options (TAPOConfig)
 
@@ -76,12 +77,21 @@ class DataSection:
 
 
 @dataclass
+class RewardSection:
+    """Answer checking (`tapo.rewards`): the wall-clock limit per item, and how many items run at once."""
+
+    timeout_s: float = 5.0
+    workers: int = 2
+
+
+@dataclass
 class RunConfig:
     algorithm: str = "grpo"
     seed: int = 0
     output_dir: str = "runs/default"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
+    reward: RewardSection = field(default_factory=RewardSection)
     trainer: dict = field(default_factory=dict)  # TRL GRPOConfig fields, validated against it
     tapo: dict = field(default_factory=dict)  # TAPO options, validated against TAPOConfig
 
@@ -164,7 +174,7 @@ def _section_keys() -> dict[str, set[str]]:
     """Section -> its keys, for suggestions across sections."""
     from tapo.trainer import GRPOConfig, tapo_option_names
 
-    return {"model": _field_names(ModelSection), "data": _field_names(DataSection),
+    return {"model": _field_names(ModelSection), "data": _field_names(DataSection), "reward": _field_names(RewardSection),
             "trainer": _field_names(GRPOConfig) - set(RUNNER_OWNED_TRAINER_KEYS), "tapo": tapo_option_names()}
 
 
@@ -202,7 +212,7 @@ def build_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | N
     if set(raw) - _field_names(RunConfig):  # the sections' keys are suggested too (TRL imported on this path only)
         _check_keys("top level", raw, _field_names(RunConfig), where=where, set_by=set_by, elsewhere=_section_keys())
     sections = {}
-    for name, cls in (("model", ModelSection), ("data", DataSection)):
+    for name, cls in (("model", ModelSection), ("data", DataSection), ("reward", RewardSection)):
         given = raw.get(name) or {}
         if isinstance(given, str) and name == "model":
             given = {"name": given}

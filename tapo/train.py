@@ -85,9 +85,10 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
     from trl import GRPOConfig, GRPOTrainer
 
     from tapo.models import load_policy
-    from tapo.rewards import math_reward
+    from tapo.rewards import configure_checking, math_reward
     from tapo.trainer import TAPOConfig, TAPOTrainer
 
+    configure_checking(timeout_s=config.reward.timeout_s, workers=config.reward.workers)
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
     dataset = build_dataset(config)
     settings = {**TRAINER_DEFAULTS, **config.trainer, "output_dir": str(run_dir), "seed": config.seed}

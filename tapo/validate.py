@@ -32,7 +32,16 @@ from typing import Any
 
 import yaml
 
-from tapo.config import ALGORITHMS, ConfigError, DataSection, ModelSection, RunConfig, origin_note, suggest
+from tapo.config import (
+    ALGORITHMS,
+    ConfigError,
+    DataSection,
+    ModelSection,
+    RewardSection,
+    RunConfig,
+    origin_note,
+    suggest,
+)
 
 GPU_ONLY_KEYS = ("tf32",)  # TrainingArguments refuses these without a matching GPU
 _GPU_ERROR = re.compile(r"gpu|cuda|bf16|fp16|tf32|ampere|npu|xpu|use_cpu", re.IGNORECASE)
@@ -97,6 +106,8 @@ RANGES: dict[str, Check] = {
     "data.n": at_least(1, _NO_ROWS),
     "data.n_steps": step_counts,
     "data.max_operand": at_least(2),
+    "reward.timeout_s": above(0, " (seconds per answer check)"),
+    "reward.workers": at_least(1),
     # TAPO (tapo.trainer.TAPOConfig)
     "tapo.n_pos": at_least(1, " (every y- is paired with a correct y+)"),
     "tapo.n_neg": at_least(0),
@@ -254,7 +265,7 @@ def _values(config: RunConfig) -> list[tuple[str, Any, Any]]:
 
     engine = _hints(TAPOConfig)
     items = [(key, getattr(config, key), _hints(RunConfig)[key]) for key in ("algorithm", "seed", "output_dir")]
-    for section, cls in (("model", ModelSection), ("data", DataSection)):
+    for section, cls in (("model", ModelSection), ("data", DataSection), ("reward", RewardSection)):
         hints = _hints(cls)
         items += [(f"{section}.{key}", getattr(getattr(config, section), key), hints[key]) for key in hints]
     for section in ("trainer", "tapo"):

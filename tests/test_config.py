@@ -509,3 +509,19 @@ def test_every_tapo_option_has_a_type_and_every_text_option_its_choices():
         assert hints[name] is not typing.Any, name
         if hints[name] is str:
             assert f"tapo.{name}" in choices(), f"tapo.{name} is free text: add its choices to tapo.validate.choices"
+
+
+def test_reward_section_configures_answer_checking(tmp_path):
+    """`reward.timeout_s` / `reward.workers` reach tapo.rewards when the trainer is built."""
+    from tapo.rewards import CheckingSettings, checking_settings, configure_checking
+    from tapo.train import build_trainer
+
+    config = load_config(TINY, ["reward.timeout_s=7.5", "reward.workers=3"])
+    saved = checking_settings()
+    try:
+        build_trainer(config, run_dir=tmp_path)
+        assert checking_settings() == CheckingSettings(timeout_s=7.5, workers=3)
+    finally:
+        configure_checking(timeout_s=saved.timeout_s, workers=saved.workers)
+    with pytest.raises(ConfigError, match=r"reward.timeout_s .*\(from --set reward.timeout_s=0\)"):
+        load_config(TINY, ["reward.timeout_s=0"])

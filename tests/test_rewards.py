@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,7 +15,11 @@ import pytest
 import tapo.rewards as rewards
 from tapo.rewards import (
     DEFAULT_TIMEOUT_S,
+    DEFAULT_WORKERS,
+    CheckingSettings,
     VerifierStats,
+    checking_settings,
+    configure_checking,
     extract_answer,
     is_correct,
     math_reward,
@@ -115,6 +120,93 @@ def test_equivalent_answers_are_correct(response, gold):
 )
 def test_different_answers_are_wrong(response, gold):
     assert is_correct(response, gold) is False
+
+
+# --- equivalences a careful grader accepts (each class with several instances) ---------------
+
+EQUIVALENT_CLASSES = {
+    "scientific": [
+        (r"1.5e3", "1500"), (r"2.5E-2", "0.025"), (r"1.0E3", "1000"), (r"-3e-1", "-0.3"), (r"4E+2", "400"),
+        (r"1.5\times 10^{3}", "1500"), (r"6.02 \times 10^{23}", "602000000000000000000000"),
+        (r"2.5\cdot10^{-2}", r"\frac{1}{40}"), ("1500", r"1.5e3"), (r"7.5 \times 10^4", "7.5e4"),
+    ],
+    "inequality-interval": [
+        (r"x>3", r"(3,\infty)"), (r"x \ge -1", r"[-1,\infty)"), (r"3 < x", r"(3, \infty)"),
+        (r"-2 \le x < 5", r"[-2,5)"), (r"y \leq \frac{1}{2}", r"(-\infty,\frac{1}{2}]"),
+        (r"x < -1 \text{ or } x > 2", r"(-\infty,-1)\cup(2,\infty)"), (r"x \neq 0", r"(-\infty,0)\cup(0,\infty)"),
+        (r"(3,\infty)", r"x>3"), (r"x \in [1, 2)", "[1,2)"), (r"x>\sqrt{2}", r"(\sqrt{2},\infty)"),
+        (r"t \geq 0", r"[0, \infty)"), (r"5 > x \geq 1", "[1,5)"), (r"x \geqslant 2", r"x \ge 2"),
+    ],
+    "repeating-decimal": [
+        (r"0.\overline{3}", r"\frac{1}{3}"), (r"0.1\overline{6}", "1/6"), (r"0.\overline{142857}", r"\frac{1}{7}"),
+        (r"1.\overline{3}", r"\frac{4}{3}"), (r"0.\bar{3}", "1/3"), (r"0.(3)", "1/3"), (r"0.1\dot{6}", "1/6"),
+        (r"0.\dot{1}4285\dot{7}", "1/7"), (r"-0.\overline{3}", r"-\frac{1}{3}"), ("1/3", r"0.\overline{3}"),
+        (r"0.2\overline{45}", r"\frac{27}{110}"),
+    ],
+    "answer-choice": [
+        (r"\textbf{(B) } 5", "B"), ("(C)", "C"), (r"\text{(C)}", "C"), ("C)", "C"), (r"\textbf{(C)}", "C"),
+        ("C", r"\text{(C)}"), ("(D) 12", "D"), (r"\mathrm{(E)}", "E"), (r"\text{(A) } \frac{1}{2}", "0.5"),
+        ("B", r"\textbf{(B) }5"), ("(A)", "(A)"),
+    ],
+    "redundant-grouping": [
+        ("((((7))))", "7"), ("{{{{7}}}}", "7"), (r"\left(\left(7\right)\right)", "7"), ("({({7})})", "7"),
+        ("(" * 30 + "-3.5" + ")" * 30, "-3.5"), ("{" * 24 + r"\frac{1}{2}" + "}" * 24, "0.5"),
+        ("((((x+1))))", "x+1"), ("{{{{" + r"\sqrt{8}" + "}}}}", r"2\sqrt{2}"), ("((1, 2))", "(1,2)"),
+    ],
+    "percent": [
+        (r"50\%", "0.5"), ("0.5", r"50\%"), (r"50\%", "50"), ("50", r"50\%"), (r"12.5\%", r"\frac{1}{8}"),
+        (r"50\%", r"50\%"), ("50%", "0.5"), (r"50 \text{ percent}", "50"),
+    ],
+}
+DIFFERENT_CLASSES = {
+    "scientific": [(r"1.5e3", "15"), (r"2.5E-2", "0.25"), (r"1.5e3", "150"), (r"1.5\times10^{3}", "15000")],
+    "inequality-interval": [
+        (r"x>3", r"[3,\infty)"), (r"x \ge 3", r"(3,\infty)"), (r"x<3", r"(3,\infty)"), (r"x>3", r"(-\infty,3)"),
+        (r"-2 < x \le 5", "[-2,5]"), (r"x \neq 0", r"(0,\infty)"),
+    ],
+    "repeating-decimal": [
+        (r"0.\overline{3}", "0.3"), ("0.333", r"0.\overline{3}"), (r"0.1\overline{6}", "1/3"), (r"0.\overline{16}", "1/6"),
+    ],
+    "answer-choice": [
+        ("B", "C"), ("(B)", "C"), (r"\textbf{(B) } 5", "C"), ("(A) and (C)", "A"), (r"\text{(C)}", "5"), ("(B) 5", "(C) 5"),
+    ],
+    "redundant-grouping": [("((((7))))", "8"), ("((1,2))", "1"), ("{{{{7}}}}", "17"), ("((((x+1))))", "x-1")],
+    "percent": [("50", "0.5"), ("0.5", "50"), (r"25\%", "0.5"), (r"50\%", "5"), (r"50\%", r"0.5\%")],
+}
+
+
+def _cases(classes):
+    return [
+        pytest.param(response, gold, id=f"{name}-{i}")
+        for name, pairs in classes.items()
+        for i, (response, gold) in enumerate(pairs)
+    ]
+
+
+@pytest.mark.parametrize(("answer", "gold"), _cases(EQUIVALENT_CLASSES))
+def test_equivalence_classes_are_correct(answer, gold):
+    assert is_correct(rf"so \boxed{{{answer}}}", gold, timeout_s=10) is True
+
+
+@pytest.mark.parametrize(("answer", "gold"), _cases(DIFFERENT_CLASSES))
+def test_near_misses_of_the_equivalence_classes_are_wrong(answer, gold):
+    assert is_correct(rf"so \boxed{{{answer}}}", gold, timeout_s=10) is False
+
+
+def test_deep_nesting_is_settled_without_math_verify():
+    deep = "(" * 2000 + "7" + ")" * 2000  # math-verify would time out on far less
+    before = verifier_stats()
+    start = time.monotonic()
+    assert is_correct(rf"\boxed{{{deep}}}", "7") is True
+    assert is_correct(rf"\boxed{{{'{' * 2000}7{'}' * 2000}}}", "7") is True
+    assert time.monotonic() - start < 1.0
+    assert verifier_stats().calls == before.calls
+
+
+def test_a_huge_exponent_is_not_expanded_in_this_process():
+    start = time.monotonic()
+    assert is_correct(r"\boxed{1e100000000}", "1", timeout_s=SHORT_LIMIT_S) is False
+    assert time.monotonic() - start < SHORT_LIMIT_S + 5.0
 
 
 # --- the TRL reward function -----------------------------------------------------------------
@@ -234,6 +326,20 @@ def _check_that_can_fail(gold: str, pred: str | None):
     return rewards._Outcome.CORRECT
 
 
+def _check_that_allocates(gold: str, pred: str | None):
+    """A stand-in for math-verify that wants far more memory than a worker may have."""
+    if pred == "huge":
+        return len(bytearray(8 << 30))
+    return rewards._Outcome.CORRECT
+
+
+def test_a_runaway_allocation_is_a_crash_not_an_out_of_memory_kill():
+    jobs = [("1", "ok"), ("1", "huge"), ("1", "ok")]
+    outcomes = rewards._run_checks(jobs, timeout_s=DEFAULT_TIMEOUT_S, task=_check_that_allocates)
+    correct, crash = rewards._Outcome.CORRECT, rewards._Outcome.CRASH
+    assert outcomes == [correct, crash, correct]
+
+
 def test_a_crashing_check_scores_crash_and_spares_its_neighbours():
     jobs = [("1", "ok"), ("1", "die"), ("1", "ok"), ("1", "raise"), ("1", "ok")]
     before = verifier_stats()
@@ -262,6 +368,86 @@ def test_checks_work_from_other_threads():
     assert results == {"a": [1.0, 0.0], "b": [1.0]}
 
 
+def test_stuck_items_run_out_their_limits_side_by_side():
+    stuck = [r"\boxed{9^{9^{9^{9}}}}", r"\boxed{(10^{10})!}", r"\boxed{2^{2^{2^{2^{2^{2}}}}}}"] * 2
+    completions = [text for pair in zip(stuck, [r"\boxed{2\sqrt{2}}"] * 6) for text in pair]
+    answers = ["1", r"\sqrt{8}"] * 6
+    is_correct(r"\boxed{\sqrt{4}}", "2")  # the service is up: its start is not what is measured
+    before = verifier_stats()
+    start = time.monotonic()
+    assert math_reward(completions, answers, timeout_s=SHORT_LIMIT_S) == [0.0, 1.0] * 6
+    elapsed = time.monotonic() - start
+    # One after another, 6 stuck items would take 6 limits (12 s) plus restarts.
+    assert elapsed < 3 * SHORT_LIMIT_S, f"{elapsed:.1f} s"
+    after = verifier_stats()
+    # Only the stuck items' workers were replaced.
+    assert (after.timeouts - before.timeouts, after.restarts - before.restarts) == (6, 6)
+
+
+@pytest.fixture
+def restore_settings():
+    yield
+    configure_checking(timeout_s=DEFAULT_TIMEOUT_S, workers=DEFAULT_WORKERS)
+
+
+def test_configure_checking_sets_the_limit_and_the_workers(restore_settings):
+    assert checking_settings() == CheckingSettings(DEFAULT_TIMEOUT_S, DEFAULT_WORKERS)
+    assert configure_checking(timeout_s=SHORT_LIMIT_S, workers=3) == CheckingSettings(SHORT_LIMIT_S, 3)
+    assert configure_checking() == CheckingSettings(SHORT_LIMIT_S, 3)  # None keeps a setting
+    start = time.monotonic()
+    assert is_correct(r"\boxed{9^{9^{9^{9}}}}", "1") is False
+    assert SHORT_LIMIT_S <= time.monotonic() - start < SHORT_LIMIT_S + 5.0
+    psutil = pytest.importorskip("psutil")
+    service = psutil.Process(rewards._service.process.pid)
+    # Three warm workers, once the stuck item's worker (SIGKILLed) has finished dying.
+    for _ in range(50):
+        alive = [child.pid for child in service.children() if child.status() != psutil.STATUS_ZOMBIE]
+        if len(alive) == 3:
+            break
+        time.sleep(0.1)
+    assert len(alive) == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout_s": 0}, "timeout_s must be a positive number of seconds, got 0"),
+        ({"timeout_s": float("inf")}, "timeout_s must be a positive number of seconds, got inf"),
+        ({"timeout_s": "5"}, "timeout_s must be a positive number of seconds, got '5'"),
+        ({"workers": 0}, "workers must be a whole number >= 1, got 0"),
+        ({"workers": 2.5}, "workers must be a whole number >= 1, got 2.5"),
+    ],
+)
+def test_configure_checking_rejects_bad_settings(options, message):
+    with pytest.raises(ValueError, match=f"^configure_checking: {re.escape(message)}$"):
+        configure_checking(**options)
+    assert checking_settings() == CheckingSettings()
+
+
+def test_a_call_rejects_a_bad_limit():
+    with pytest.raises(ValueError, match="timeout_s must be a positive number of seconds, got -1"):
+        math_reward([r"\boxed{\sqrt{2}}"], [r"\sqrt{2}"], timeout_s=-1)
+
+
+def test_a_service_that_cannot_start_says_why():
+    with pytest.raises(RuntimeError, match=r"checking service .* failed to start: ModuleNotFoundError: .*no_such_module"):
+        rewards._Service(workers=1, task="no_such_module:check")
+
+
+def test_a_lost_service_is_replaced_between_and_during_batches():
+    assert is_correct(r"\boxed{2\sqrt{2}}", r"\sqrt{8}") is True
+    os.kill(rewards._service.process.pid, 9)  # between batches
+    assert is_correct(r"\boxed{2\sqrt{2}}", r"\sqrt{8}") is True
+    service_pid = rewards._service.process.pid
+    threading.Timer(0.5, os.kill, (service_pid, 9)).start()  # during one: a stuck item is running
+    before = verifier_stats()
+    scores = math_reward([r"\boxed{\{2,1\}}", r"\boxed{9^{9^{9^{9}}}}"], [r"\{1,2\}", "1"], timeout_s=1.0)
+    assert scores == [1.0, 0.0] and rewards._service.process.pid != service_pid
+    after = verifier_stats()
+    # The unanswered item ran again on a fresh service, and timed out there.
+    assert (after.timeouts - before.timeouts, after.restarts - before.restarts) == (1, 2)
+
+
 def test_verifier_stats_is_a_snapshot():
     stats = verifier_stats()
     assert isinstance(stats, VerifierStats)
@@ -271,10 +457,10 @@ def test_verifier_stats_is_a_snapshot():
 
 def test_import_starts_no_processes():
     code = (
-        "import multiprocessing, tapo.rewards as r; "
-        "assert r._pool is None and not multiprocessing.active_children(); "
-        "assert r.is_correct(r'\\boxed{19}', '19')"  # the fast path needs no pool either
-        "; assert r._pool is None"
+        "import psutil, tapo.rewards as r; "
+        "assert r._service is None and not psutil.Process().children(); "
+        "assert r.is_correct(r'\\boxed{19}', '19') and r.is_correct(r'\\boxed{(C)}', 'C'); "  # fast path: no service
+        "assert r._service is None and not psutil.Process().children()"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd(), timeout=60)
 
