@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tapo.coldstart.build import build_coldstart
     from tapo.coldstart.config import load_coldstart_config
-    from tapo.coldstart.sft import run_sft
+    from tapo.engine.sft import run_sft
 
     config = load_coldstart_config(args.config, args.set)
     out = Path(args.output_dir or tempfile.mkdtemp(prefix="coldstart-effect-"))

@@ -7,13 +7,13 @@
 
 What it does, in order:
 1. Builds (or finds cached) the starting model: a tiny Qwen2 trained from scratch on the arithmetic
-   task at the chosen difficulty (`tapo.warmstart.miniature_spec`) until its sampled accuracy on
+   task at the chosen difficulty (`tapo.models.warmstart.miniature_spec`) until its sampled accuracy on
    unseen train-split problems reaches --start-target (default 0.5); then the cold start of
    `tapo.coldstart` (build + SFT, as `tapo coldstart run`): `aligned` trajectories of its own wrong
    answers and plain right answers, plus synthesis examples for --construction self
-   (`tapo.experiment.build_start_model`; --no-cold-start skips it).
+   (`miniature.build_start_model` (benchmarks/miniature.py); --no-cold-start skips it).
 2. For every seed, trains every arm from that same model for the same number of steps, with the same
-   data, data order and trainer seed (`tapo.train.run_training`; a finished arm is not retrained):
+   data, data order and trainer seed (`tapo.engine.run.run_training`; a finished arm is not retrained):
    grpo; tapo (paper-literal: reflection-group baseline, DAE, OTS); tapo_no_dae (`decoupled: false`);
    tapo_no_ots (`ots: false`); tapo_ref_original (`ref_baseline: original`). Constructions: `aligned`
    (rule-based), or `self` (--construction self: the policy writes them from the synthesis prompt).
@@ -22,7 +22,7 @@ What it does, in order:
 3. Evaluates the starting model and every saved checkpoint on the same held-out problems with the
    same sampling seed and the training temperature: Pass@1, mean response length, direct solution
    rate and effective reflection rate (marker classifier, `tapo.evaluation`), and what the final
-   answers' reflections do, by an exact step check (`tapo.experiment.reflection_outcome`).
+   answers' reflections do, by an exact step check (`tapo.evaluation.reflection.reflection_outcome`).
 4. Writes to --output: results.md (tables), accuracy.png (held-out accuracy against steps, every arm,
    mean over seeds with the min-max band), results.json (everything, raw per seed and step),
    runs/seed<S>/<arm>/ (run directories) and responses/seed<S>-<arm>.jsonl (final held-out answers).
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tapo.experiment import REFLECTION_OUTCOMES  # noqa: E402
+from tapo.evaluation.reflection import REFLECTION_OUTCOMES  # noqa: E402
 
 ARMS = {
     "grpo": None,
@@ -104,7 +104,7 @@ def arm_raw(base: dict, arm: str, seed: int, *, construction: str = "aligned", s
 def train_arm(raw: dict, run_dir: Path) -> float:
     """Train one arm unless its run directory already holds a finished run; returns seconds spent."""
     from tapo.config import build_config
-    from tapo.train import run_training
+    from tapo.engine.run import run_training
 
     marker = run_dir / "arm_config.json"
     if (run_dir / "model" / "config.json").is_file() and marker.is_file() and json.loads(marker.read_text()) == raw:
@@ -137,7 +137,7 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 def evaluate_run(run_dir: Path, problems, spec, *, cache_file: Path) -> dict[int, dict]:
     """Held-out metrics of every checkpoint (cached in the run directory); the final one keeps responses."""
-    from tapo.experiment import evaluate_folder
+    from miniature import evaluate_folder
 
     cached = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     if cached.get("spec") != asdict(spec):
@@ -283,7 +283,7 @@ def markdown(results: dict, summary: dict, command: str) -> str:
     lines += [
         "",
         "What the final models' reflections do (arithmetic steps checked exactly before the first marker; "
-        "shares of reflecting responses, `tapo.experiment.reflection_outcome`): *warranted* reflections follow "
+        "shares of reflecting responses, `tapo.evaluation.reflection.reflection_outcome`): *warranted* reflections follow "
         "a wrong step and end right (fixed) or not; *spurious* ones follow only right steps and keep the "
         "right answer or break it:",
         "",
@@ -337,7 +337,7 @@ def plot(summary: dict, path: Path, *, title: str) -> None:
 
 def write_outputs(results: dict, out: Path, *, seeds_done: list[int], start_eval: dict, command: str, task, wall: float):
     """results.json, results.md and accuracy.png over the seeds finished so far (rewritten after each seed)."""
-    from tapo.experiment import jsonable
+    from miniature import jsonable
 
     view = {**results, "seeds": seeds_done, "seeds_requested": results["seeds"]}
     view["start_model"] = {**results["start_model"], "eval": {
@@ -376,7 +376,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--start-model", default=None, help="a model folder to start from instead of building one")
     parser.add_argument("--no-cold-start", dest="cold_start", action="store_false",
-                        help="start RL from the warm-started model, without the cold start (tapo.experiment.cold_start)")
+                        help="start RL from the warm-started model, without the cold start (benchmarks/miniature.py cold_start)")
     parser.add_argument("--construction", default="aligned", choices=("aligned", "self"),
                         help="how TAPO arms construct: aligned (rule-based) or self (the policy's own synthesis)")
     parser.add_argument("--synthesis-extra-tokens", type=int, default=None,
@@ -400,8 +400,8 @@ def parse_args(argv=None):
 
 
 def starting_model(args) -> tuple[Path, dict]:
-    from tapo.experiment import SELF_COLD_START, ColdStartSpec, TaskSpec, build_start_model
-    from tapo.warmstart import miniature_spec
+    from miniature import SELF_COLD_START, ColdStartSpec, TaskSpec, build_start_model
+    from tapo.models.warmstart import miniature_spec
 
     task = TaskSpec(n_steps=args.n_steps, max_operand=args.max_operand)
     if args.start_model:
@@ -422,14 +422,9 @@ def starting_model(args) -> tuple[Path, dict]:
 
 
 def main(argv=None) -> dict:
-    from tapo.experiment import (
-        EvalSpec,
-        TaskSpec,
-        boundary_rates,
-        evaluate_folder,
-        heldout_problems,
-        reflection_outcomes,
-    )
+    from miniature import EvalSpec, TaskSpec, boundary_rates, evaluate_folder, heldout_problems
+
+    from tapo.evaluation.reflection import reflection_outcomes
 
     args = parse_args(argv)
     command = "python benchmarks/paper_miniature.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -173,7 +173,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    from tapo.experiment import EvalSpec, TaskSpec, evaluate_folder, heldout_problems, jsonable
+    from miniature import EvalSpec, TaskSpec, evaluate_folder, heldout_problems, jsonable
 
     args = parse_args(argv)
     command = "python benchmarks/smollm2_comparison.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 def measure(config_path: str, *, steps: int, overrides: list[str]) -> dict:
     from tapo.config import load_config
-    from tapo.train import run_training
+    from tapo.engine.run import run_training
 
     base = load_config(config_path, [*overrides, f"trainer.max_steps={steps}", 'trainer.save_strategy="no"'])
     arms = {"grpo": replace(base, algorithm="grpo", tapo={}), "tapo": replace(base, algorithm="tapo")}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "TAPOConfig": "tapo.trainer",
-    "TAPOTrainer": "tapo.trainer",
+    "TAPOConfig": "tapo.engine.trainer",
+    "TAPOTrainer": "tapo.engine.trainer",
     "math_reward": "tapo.rewards",
     "is_correct": "tapo.rewards",
 }

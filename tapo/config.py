@@ -172,7 +172,7 @@ def _field_names(cls) -> set[str]:
 
 def _section_keys() -> dict[str, set[str]]:
     """Section -> its keys, for suggestions across sections."""
-    from tapo.trainer import GRPOConfig, tapo_option_names
+    from tapo.engine.arguments import GRPOConfig, tapo_option_names
 
     return {"model": _field_names(ModelSection), "data": _field_names(DataSection), "reward": _field_names(RewardSection),
             "trainer": _field_names(GRPOConfig) - set(RUNNER_OWNED_TRAINER_KEYS), "tapo": tapo_option_names()}
@@ -240,7 +240,7 @@ def validate(config: RunConfig, *, where: str = "config", set_by: dict[str, str]
 
     Values that would run but leave TAPO inert are logged as warnings (stderr), not errors.
     """
-    from tapo.trainer import GRPOConfig, tapo_option_names  # TRL import, deferred so --help stays fast
+    from tapo.engine.arguments import GRPOConfig, tapo_option_names  # TRL import, deferred so --help stays fast
     from tapo.validate import value_problems
 
     owned = sorted(set(config.trainer) & set(RUNNER_OWNED_TRAINER_KEYS))

@@ -108,7 +108,7 @@ RANGES: dict[str, Check] = {
     "data.max_operand": at_least(2),
     "reward.timeout_s": above(0, " (seconds per answer check)"),
     "reward.workers": at_least(1),
-    # TAPO (tapo.trainer.TAPOConfig)
+    # TAPO (tapo.engine.trainer.TAPOConfig)
     "tapo.n_pos": at_least(1, " (every y- is paired with a correct y+)"),
     "tapo.n_neg": at_least(0),
     "tapo.m_max": at_least(0),
@@ -169,7 +169,7 @@ def choices() -> dict[str, tuple]:
 
 @functools.cache
 def _engine_fields() -> tuple:
-    from tapo.trainer import TAPOConfig
+    from tapo.engine.trainer import TAPOConfig
 
     return tuple(dataclasses.fields(TAPOConfig))
 
@@ -261,7 +261,7 @@ def key_problem(key: str, value, hint) -> str | None:
 
 def _values(config: RunConfig) -> list[tuple[str, Any, Any]]:
     """(dotted key, value, type annotation) of every key a config sets or defaults."""
-    from tapo.trainer import TAPOConfig
+    from tapo.engine.trainer import TAPOConfig
 
     engine = _hints(TAPOConfig)
     items = [(key, getattr(config, key), _hints(RunConfig)[key]) for key in ("algorithm", "seed", "output_dir")]
@@ -291,7 +291,7 @@ def value_problems(config: RunConfig, *, set_by: dict[str, str] | None = None) -
 
 def engine_setting(config: RunConfig, key: str):
     """A `trainer` or `tapo` key's value as the engine will see it: the config's, our default, else TRL's."""
-    from tapo.train import TRAINER_DEFAULTS
+    from tapo.engine.run import TRAINER_DEFAULTS
 
     for given in (config.tapo, config.trainer, TRAINER_DEFAULTS):
         if key in given:
@@ -438,7 +438,7 @@ def _chain_hint(where: str) -> str:
 
 def count_rows(data: DataSection) -> int:
     """The rows `tapo train` would train on (built-in or local data: loaded here, in seconds)."""
-    from tapo.train import build_dataset
+    from tapo.engine.run import build_dataset
 
     return len(build_dataset(RunConfig(data=data)))
 
@@ -576,11 +576,11 @@ def describe_run(
     model and data are checked (see the module docstring for paths an earlier step makes), and the
     data must fill at least one generation. All errors are raised together as one ConfigError.
     """
-    from trl import GRPOConfig
+    from tapo.engine.arguments import GRPOConfig
 
     from tapo.config import override_origins
-    from tapo.train import TRAINER_DEFAULTS
-    from tapo.trainer import TAPOConfig
+    from tapo.engine.run import TRAINER_DEFAULTS
+    from tapo.engine.trainer import TAPOConfig
 
     set_by = override_origins(overrides)
     run_dir = output_dir or config.output_dir
@@ -628,7 +628,7 @@ def describe_coldstart(config, *, where: str | None = None) -> list[str]:
     """
     planned = planned_outputs(where) if where else None
     where = where or "config"
-    from trl import SFTConfig
+    from tapo.engine.arguments import SFTConfig
 
     from tapo.coldstart.config import sft_settings
 

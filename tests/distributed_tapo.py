@@ -136,7 +136,7 @@ def main() -> None:
         install = standin_vllm.install_colocate if colocate else standin_vllm.install
         install(tokenizer, quote_not_found_every=args.quote_not_found_every)
 
-    from tapo.trainer import TAPOConfig, TAPOTrainer
+    from tapo.engine.trainer import TAPOConfig, TAPOTrainer
 
     records = load_records("builtin:arithmetic", n=args.records, n_steps=1, max_operand=9)
     reward = checksum_reward if args.reward == "checksum" else one_query_reward(records[0].id)

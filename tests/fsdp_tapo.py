@@ -211,7 +211,7 @@ def run(args, report: Report) -> None:
 
     from tapo.data import load_records, to_prompt_dataset
     from tapo.models import load_policy
-    from tapo.trainer import TAPOConfig, TAPOTrainer
+    from tapo.engine.trainer import TAPOConfig, TAPOTrainer
 
     model, tokenizer = load_policy(args.model)
     full_numel = sum(p.numel() for p in model.parameters())  # before any wrapping or sharding

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tapo.batching import (
+from tapo.engine.batching import (
     CONSTRUCTED,
     PADDING,
     PER_TOKEN_KEYS,

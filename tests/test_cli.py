@@ -82,7 +82,7 @@ class _InterruptAfter(TrainerCallback):
 
 
 def test_resume_logs_every_step_exactly_once(tmp_path, monkeypatch):
-    import tapo.train as train
+    import tapo.engine.run as train
     from tapo.config import load_config
 
     config = load_config(ROOT / "recipes/tiny-grpo.yaml", ["trainer.max_steps=5", "trainer.save_steps=2"])

@@ -188,7 +188,7 @@ def test_synthesis_example_is_dropped_when_it_would_not_round_trip():
 
 
 def test_sft_masks_the_prompt(tmp_path):
-    from tapo.coldstart.sft import build_sft_trainer
+    from tapo.engine.sft import build_sft_trainer
 
     data = tmp_path / "d.jsonl"
     config = _config(build={"samples": 0, "synthetic_negative": "always", "positive_source": "reference"},
@@ -210,7 +210,7 @@ def test_sft_masks_the_prompt(tmp_path):
 
 
 def test_sft_rejects_bad_rows_with_file_and_row(tmp_path):
-    from tapo.coldstart.sft import read_sft_rows
+    from tapo.engine.sft import read_sft_rows
     from tapo.data import DataError
 
     path = tmp_path / "bad.jsonl"
@@ -330,7 +330,7 @@ def test_nothing_kept_names_the_stage_that_lost_everything(stats, why):
 
 
 def test_sft_data_with_a_bom_is_read_and_latin1_names_the_row(tmp_path):
-    from tapo.coldstart.sft import read_sft_rows
+    from tapo.engine.sft import read_sft_rows
 
     row = {"prompt": [{"role": "user", "content": "Café?"}], "completion": [{"role": "assistant", "content": "oui"}]}
     path = tmp_path / "sft.jsonl"

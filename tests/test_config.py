@@ -501,7 +501,7 @@ def test_every_tapo_option_has_a_type_and_every_text_option_its_choices():
     """A new TAPOConfig field is validated from its annotation; a new text option needs its choices listed."""
     import typing
 
-    from tapo.trainer import TAPOConfig, tapo_option_names
+    from tapo.engine.trainer import TAPOConfig, tapo_option_names
     from tapo.validate import choices
 
     hints = typing.get_type_hints(TAPOConfig)
@@ -514,7 +514,7 @@ def test_every_tapo_option_has_a_type_and_every_text_option_its_choices():
 def test_reward_section_configures_answer_checking(tmp_path):
     """`reward.timeout_s` / `reward.workers` reach tapo.rewards when the trainer is built."""
     from tapo.rewards import CheckingSettings, checking_settings, configure_checking
-    from tapo.train import build_trainer
+    from tapo.engine.run import build_trainer
 
     config = load_config(TINY, ["reward.timeout_s=7.5", "reward.workers=3"])
     saved = checking_settings()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from tapo.batching import CONSTRUCTED, PADDING, ROLLOUT, ROW_KIND_KEY
+from tapo.engine.batching import CONSTRUCTED, PADDING, ROLLOUT, ROW_KIND_KEY
 from tapo.models import load_policy
 from tests.test_tapo_trainer import first_inputs, make_trainer
 
@@ -155,7 +155,7 @@ def test_a_synthesis_that_cannot_fit_fails_at_start_naming_the_options(tmp_path)
     model, tokenizer = load_policy("builtin:tiny")
     model.config.max_position_embeddings = 600  # well below template + question + y- + y+ + budget
     from tapo.data import load_records, to_prompt_dataset
-    from tapo.trainer import TAPOConfig, TAPOTrainer
+    from tapo.engine.trainer import TAPOConfig, TAPOTrainer
     from tests.test_tapo_trainer import checksum_reward
 
     args = TAPOConfig(output_dir=str(tmp_path), max_steps=1, num_generations=8, per_device_train_batch_size=8,

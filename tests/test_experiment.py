@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tapo.data.arithmetic import make_problem
-from tapo.experiment import reflection_outcome, reflection_outcomes
+from tapo.evaluation.reflection import reflection_outcome, reflection_outcomes
 
 PROBLEM = make_problem(4, [("-", 3), ("*", 5)], id="p")  # 4 - 3 = 1, 1 * 5 = 5
 

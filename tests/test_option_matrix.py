@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tapo.batching import CONSTRUCTED, PADDING, ROW_KIND_KEY
-from tapo.trainer import TAPOTrainer
+from tapo.engine.batching import CONSTRUCTED, PADDING, ROW_KIND_KEY
+from tapo.engine.trainer import TAPOTrainer
 from tests.test_tapo_trainer import LOSS_TYPES, make_trainer
 
 

@@ -41,7 +41,7 @@ def config(*overrides: str, recipe: Path = TAPO_RECIPE):
 
 
 def resume(run: Path, *overrides: str, allow_config_change: bool = False, recipe: Path = TAPO_RECIPE) -> Path:
-    from tapo.train import run_training
+    from tapo.engine.run import run_training
 
     return run_training(config(*overrides, recipe=recipe), output_dir=str(run), resume=True,
                         allow_config_change=allow_config_change)
@@ -98,7 +98,7 @@ class _KillAtEnd(TrainerCallback):
 
 
 def test_finished_grpo_run_of_other_length_resumes_to_complete(tmp_path, monkeypatch, capsys):
-    import tapo.train as train
+    import tapo.engine.run as train
 
     recipe = ROOT / "recipes/tiny-grpo.yaml"
     run = tmp_path / "grpo"
@@ -261,7 +261,7 @@ class _InterruptDuringStep(TrainerCallback):
 
 
 def test_ctrl_c_before_any_checkpoint_says_nothing_saved(tmp_path, monkeypatch, capsys):
-    import tapo.train as train
+    import tapo.engine.run as train
     from tapo.cli import main
 
     run = tmp_path / "early"
@@ -295,7 +295,7 @@ def test_ctrl_c_while_reading_the_config(monkeypatch, capsys):
 
 
 INTERRUPTED_IN_EXEC = """
-import sys, tapo.cli, tapo.commands.train, tapo.config, tapo.train
+import sys, tapo.cli, tapo.commands.train, tapo.config, tapo.engine.run
 
 def load_config(*args, **kwargs):  # a Ctrl-C inside an exec() of a string, as in a dataclass created on import
     exec("raise KeyboardInterrupt")

@@ -14,10 +14,10 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from tapo.batching import CONSTRUCTED, PADDING, ROW_KIND_KEY
+from tapo.engine.batching import CONSTRUCTED, PADDING, ROW_KIND_KEY
 from tapo.data import load_records, to_prompt_dataset
 from tapo.models import load_policy
-from tapo.trainer import TAPOConfig, TAPOTrainer
+from tapo.engine.trainer import TAPOConfig, TAPOTrainer
 
 # What TRL 1.16's _generate_and_score_completions returns on this setup (no vLLM, no KL, no images).
 TRL_BATCH_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"}

@@ -38,7 +38,7 @@ def __getattr__(name: str):
 
         return build_coldstart
     if name == "run_sft":
-        from tapo.coldstart.sft import run_sft
+        from tapo.engine.sft import run_sft
 
         return run_sft
     raise AttributeError(f"module 'tapo.coldstart' has no attribute {name!r}")

@@ -131,7 +131,7 @@ def load_queries(config) -> list[Query]:
     """The queries of `config.data` with their training prompts, exactly as `tapo train` builds them."""
     from tapo.config import RunConfig
     from tapo.data.arithmetic import parse_question
-    from tapo.train import build_dataset
+    from tapo.engine.run import build_dataset
 
     dataset = build_dataset(RunConfig(data=config.data))
     if len(dataset) == 0:

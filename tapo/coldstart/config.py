@@ -227,7 +227,7 @@ def sft_settings(config: ColdStartConfig, *, output_dir: str | Path) -> dict:
 
 def check_sft(sft: dict, *, where: str) -> None:
     """The `sft` section's keys are SFTConfig fields, and none is one the runner sets."""
-    from trl import SFTConfig
+    from tapo.engine.arguments import SFTConfig
 
     owned = sorted(set(sft) & set(RUNNER_OWNED_SFT_KEYS))
     if owned:

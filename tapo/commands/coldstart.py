@@ -73,7 +73,7 @@ def _print_build(stats: dict) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = _config(args)
-    from tapo.coldstart.sft import run_sft
+    from tapo.engine.sft import run_sft
 
     data = Path(args.data) if args.data else _default_data(config)
     run_dir = run_sft(config, data=data, output_dir=args.output_dir, resume=args.resume)
@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     from tapo.coldstart.build import build_coldstart
-    from tapo.coldstart.sft import run_sft
+    from tapo.engine.sft import run_sft
 
     run_dir = Path(args.output_dir or config.output_dir)
     data = run_dir / "data.jsonl"

@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
 
             print("\n".join(describe_run(config, where=args.config, overrides=args.set, output_dir=args.output_dir)))
             return 0
-        from tapo.train import run_training
+        from tapo.engine.run import run_training
         from tapo.validate import check_run
 
         check_run(config, where=args.config, overrides=args.set, output_dir=args.output_dir)  # files, before any load
@@ -43,7 +43,7 @@ def _interrupted(config, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
     try:
         _forget_caught_interrupt()
-        from tapo.train import interruption_message, is_main_process
+        from tapo.engine.run import interruption_message, is_main_process
 
         if is_main_process():
             command = ["tapo", "train", "--config", args.config]

@@ -114,3 +114,47 @@ def marker_verdict(text: str, *, markers: tuple[Marker, ...] = REFLECTION_MARKER
     ReflectionVerdict(reflects=True, locates_error=None, fixes_error=None)
     """
     return ReflectionVerdict(reflects=reflects(text, markers=markers))
+
+
+# ---- the exact outcome of a reflection, on the built-in arithmetic task ----
+
+REFLECTION_OUTCOMES = ("fixed", "not_fixed", "spurious_kept", "spurious_broke")
+
+
+def reflection_outcome(problem, text: str, correct: bool) -> str | None:
+    r"""What a reflection on an arithmetic answer did, judged from the steps before its first marker.
+
+    warranted (a step before the marker is wrong): `fixed` (ends right) or `not_fixed`; spurious
+    (every step before the marker is right): `spurious_kept` (still ends right) or `spurious_broke`.
+    None when the response does not reflect. An exact check, possible only on the arithmetic task.
+
+    >>> from tapo.data.arithmetic import make_problem
+    >>> p = make_problem(4, [("-", 3), ("*", 5)])
+    >>> reflection_outcome(p, "Step 1: 4 - 3 = 1\nStep 2: 1 * 5 = 6\nWait, 1 * 5 is 5.\nStep 2: 1 * 5 = 5", True)
+    'fixed'
+    >>> reflection_outcome(p, "Step 1: 4 - 3 = 1\nStep 2: 1 * 5 = 5\nWait, 1 * 5 is 15.\nStep 2: 1 * 5 = 15", False)
+    'spurious_broke'
+    """
+    from tapo.data.arithmetic import diagnose_steps
+
+    hits = find_reflection(text)
+    if not hits:
+        return None
+    before = text[: hits[0].start]
+    diagnosis = diagnose_steps(problem, before)
+    # "missing" only means the answer was not finished before the marker: nothing wrong was written yet
+    warranted = diagnosis is not None and diagnosis.kind != "missing"
+    if warranted:
+        return "fixed" if correct else "not_fixed"
+    return "spurious_kept" if correct else "spurious_broke"
+
+
+def reflection_outcomes(problems: list, responses: list[dict]) -> dict[str, float | int]:
+    """Shares of REFLECTION_OUTCOMES among reflecting responses (rows with problem_id, response, correct)."""
+    by_id = {p.id: p for p in problems}
+    outcomes = [reflection_outcome(by_id[r["problem_id"]], r["response"], r["correct"]) for r in responses]
+    reflecting = [o for o in outcomes if o is not None]
+    out: dict[str, float | int] = {"n_reflecting": len(reflecting)}
+    for name in REFLECTION_OUTCOMES:
+        out[name] = reflecting.count(name) / len(reflecting) if reflecting else None
+    return out

@@ -155,7 +155,7 @@ class HFSampler:
     ) -> list[list[Completion]]:
         import torch
 
-        from tapo.batching import stack_rows
+        from tapo.engine.batching import stack_rows
 
         pad = self.tokenizer.pad_token_id
         ids, mask = stack_rows(prompt_ids, pad_id=pad, side="left")  # [P, L], [P, L]

@@ -1,7 +1,7 @@
 """The pieces of the paper's comparison in miniature (`benchmarks/paper_miniature.py`).
 
 - A *starting model* for the built-in arithmetic task, built from scratch and cached: a supervised warm
-  start (`tapo.warmstart`, the `miniature_spec` preset) stopped once its sampled accuracy reaches a
+  start (`tapo.models.warmstart`, the `miniature_spec` preset) stopped once its sampled accuracy reaches a
   target (`warm_start`), so DCS fires at any difficulty; then (`cold_start`) the cold start of
   `tapo.coldstart`, the same code as `tapo coldstart run`: the warm model samples answers to training
   problems, each (wrong, right) pair becomes an `aligned` micro-reflective trajectory (the wrong answer
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from tapo.warmstart import WarmStartSpec
+from tapo.models.warmstart import WarmStartSpec
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def coldstart_config(model: str | Path, task: TaskSpec, cold: ColdStartSpec, *, 
 def cold_start(warm_folder: Path, task: TaskSpec, cold: ColdStartSpec, *, work_dir: Path) -> tuple[Path, dict]:
     """Build the cold-start data from the warm model and fine-tune it: (model folder, build stats)."""
     from tapo.coldstart.build import build_coldstart
-    from tapo.coldstart.sft import run_sft
+    from tapo.engine.sft import run_sft
 
     shutil.rmtree(work_dir, ignore_errors=True)
     config = coldstart_config(warm_folder, task, cold, output_dir=work_dir / "sft")
@@ -141,14 +141,14 @@ def warm_start(task: TaskSpec, warm: WarmStartSpec, *, target: float, check_ever
     """Supervised warm start from scratch, stopped once sampled accuracy reaches `target`.
 
     The architecture, learning rate, batch size and training problems come from `warm`
-    (`tapo.warmstart.miniature_spec`); `warm.steps` is the most steps trained. Accuracy is checked every
+    (`tapo.models.warmstart.miniature_spec`); `warm.steps` is the most steps trained. Accuracy is checked every
     `check_every` steps at temperature 1.0 on train-split problems the model is not trained on (never on
     the held-out split), so the stop adapts to any difficulty. Returns (model, tokenizer, info).
     """
     from tapo.data.arithmetic import generate_problems
     from tapo.models import build_tiny
     from tapo.rewards import math_reward
-    from tapo.warmstart import sft_batch_loss, sft_examples
+    from tapo.models.warmstart import sft_batch_loss, sft_examples
 
     torch.manual_seed(warm.seed)
     model, tokenizer = build_tiny(seed=warm.seed, hidden_size=warm.hidden_size, num_layers=warm.num_layers)
@@ -310,49 +310,6 @@ def boundary_rates(responses_by_arm: dict[str, list[dict]]) -> tuple[list[str], 
         for arm, rows in responses_by_arm.items()
     }
     return boundary, out
-
-
-REFLECTION_OUTCOMES = ("fixed", "not_fixed", "spurious_kept", "spurious_broke")
-
-
-def reflection_outcome(problem, text: str, correct: bool) -> str | None:
-    r"""What a reflection on an arithmetic answer did, judged from the steps before its first marker.
-
-    warranted (a step before the marker is wrong): `fixed` (ends right) or `not_fixed`; spurious
-    (every step before the marker is right): `spurious_kept` (still ends right) or `spurious_broke`.
-    None when the response does not reflect. An exact check, possible only on the arithmetic task.
-
-    >>> from tapo.data.arithmetic import make_problem
-    >>> p = make_problem(4, [("-", 3), ("*", 5)])
-    >>> reflection_outcome(p, "Step 1: 4 - 3 = 1\nStep 2: 1 * 5 = 6\nWait, 1 * 5 is 5.\nStep 2: 1 * 5 = 5", True)
-    'fixed'
-    >>> reflection_outcome(p, "Step 1: 4 - 3 = 1\nStep 2: 1 * 5 = 5\nWait, 1 * 5 is 15.\nStep 2: 1 * 5 = 15", False)
-    'spurious_broke'
-    """
-    from tapo.data.arithmetic import diagnose_steps
-    from tapo.evaluation.reflection import find_reflection
-
-    hits = find_reflection(text)
-    if not hits:
-        return None
-    before = text[: hits[0].start]
-    diagnosis = diagnose_steps(problem, before)
-    # "missing" only means the answer was not finished before the marker: nothing wrong was written yet
-    warranted = diagnosis is not None and diagnosis.kind != "missing"
-    if warranted:
-        return "fixed" if correct else "not_fixed"
-    return "spurious_kept" if correct else "spurious_broke"
-
-
-def reflection_outcomes(problems: list, responses: list[dict]) -> dict[str, float | int]:
-    """Shares of REFLECTION_OUTCOMES among reflecting responses (rows with problem_id, response, correct)."""
-    by_id = {p.id: p for p in problems}
-    outcomes = [reflection_outcome(by_id[r["problem_id"]], r["response"], r["correct"]) for r in responses]
-    reflecting = [o for o in outcomes if o is not None]
-    out: dict[str, float | int] = {"n_reflecting": len(reflecting)}
-    for name in REFLECTION_OUTCOMES:
-        out[name] = reflecting.count(name) / len(reflecting) if reflecting else None
-    return out
 
 
 def jsonable(value: Any) -> Any:

@@ -84,7 +84,7 @@ def supervised_train(model, tokenizer, examples, *, steps: int, batch_size: int,
 
 def build_tiny_arith(spec: WarmStartSpec = WarmStartSpec(), *, folder: Path | None = None) -> Path:
     """Train (or find cached) the warm-started tiny model; returns its Hugging Face folder."""
-    from tapo.models import build_tiny, cache_dir
+    from tapo.models.tiny import build_tiny, cache_dir
 
     folder = folder or cache_dir() / f"tiny-arith-{spec.key()}"
     if (folder / "config.json").is_file():
@@ -110,7 +110,7 @@ def miniature_spec(*, n_steps: int = 2, max_operand: int = 9, smoke: bool = Fals
     """The warm start of the paper-in-miniature benchmark (`benchmarks/paper_miniature.py`) at a difficulty.
 
     A 2-layer Qwen2 (hidden 128) trained from scratch on `n_steps`-step problems; `steps` is an upper
-    bound: `tapo.experiment.warm_start` stops once sampled accuracy reaches its target. With `smoke`, a
+    bound: `miniature.warm_start` (benchmarks/miniature.py) stops once sampled accuracy reaches its target. With `smoke`, a
     far shorter run (hidden 64) that only has to exist, for the test suite. The default spec above and
     `builtin:tiny-arith` are unchanged.
 

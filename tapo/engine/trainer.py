@@ -27,7 +27,7 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOConfig, GRPOTrainer
 
-from tapo.batching import (
+from tapo.engine.batching import (
     CONSTRUCTED,
     PADDING,
     ROLLOUT,

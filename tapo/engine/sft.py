@@ -58,7 +58,7 @@ def build_sft_trainer(config: ColdStartConfig, *, data: str | Path, output_dir: 
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from tapo.callbacks import MetricsFileCallback
+    from tapo.engine.callbacks import MetricsFileCallback
     from tapo.models import load_policy
 
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
@@ -76,8 +76,8 @@ def build_sft_trainer(config: ColdStartConfig, *, data: str | Path, output_dir: 
 def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path | None = None,
             resume: bool = False) -> Path:
     """Fine-tune and save DIR/model; with `resume`, continue from the last checkpoint in DIR."""
-    from tapo.callbacks import METRICS_FILE, truncate_jsonl
-    from tapo.train import checkpoint_step, last_checkpoint
+    from tapo.engine.callbacks import METRICS_FILE, truncate_jsonl
+    from tapo.engine.run import checkpoint_step, last_checkpoint
 
     run_dir = Path(output_dir or config.output_dir)
     config = replace(config, output_dir=str(run_dir))

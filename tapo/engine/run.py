@@ -24,13 +24,13 @@ import sys
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
-from tapo.callbacks import METRICS_FILE, MetricsFileCallback, ProgressBarCallback, metric_row, truncate_jsonl
+from tapo.engine.callbacks import METRICS_FILE, MetricsFileCallback, ProgressBarCallback, metric_row, truncate_jsonl
 from tapo.config import ConfigError, RunConfig, load_config, save_config
-from tapo.model_card import CARD_FILE, RunCard, with_run_card
+from tapo.engine.model_card import CARD_FILE, RunCard, with_run_card
 
 CONFIG_FILE = "config.yaml"
 MODEL_DIR = "model"
-CONSTRUCTIONS_FILE = "constructions.jsonl"  # written by TAPOTrainer (tapo.trainer.CONSTRUCTIONS_FILE)
+CONSTRUCTIONS_FILE = "constructions.jsonl"  # written by TAPOTrainer (tapo.engine.trainer.CONSTRUCTIONS_FILE)
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: a checkpoint without it is incomplete
 RESUME_CONFIG = re.compile(r"^config\.resume-(\d+)\.yaml$")
 # Checkpoint files that are training state, not part of a saved model (model/ is a checkpoint without them).
@@ -86,7 +86,7 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
 
     from tapo.models import load_policy
     from tapo.rewards import configure_checking, math_reward
-    from tapo.trainer import TAPOConfig, TAPOTrainer
+    from tapo.engine.trainer import TAPOConfig, TAPOTrainer
 
     configure_checking(timeout_s=config.reward.timeout_s, workers=config.reward.workers)
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
@@ -166,7 +166,7 @@ def config_in_effect(run_dir: Path, *, step: int) -> Path | None:
 
 def _defaults() -> dict[str, object]:
     """Effective values of unset trainer/tapo keys, so `--set trainer.beta=0.0` (the default) is no change."""
-    from tapo.trainer import TAPOConfig, tapo_option_names
+    from tapo.engine.trainer import TAPOConfig, tapo_option_names
 
     tapo_keys, values = tapo_option_names(), {}
     for f in fields(TAPOConfig):
