@@ -12,13 +12,12 @@ A config file has these sections besides `algorithm`, `seed` and `output_dir`:
 Every key is checked when a config is built (`build_config`, so `tapo train` and its dry run alike):
 unknown keys (with a "did you mean"), the type of every value (our sections' annotations, TRL's
 GRPOConfig field types under `trainer:`), and the ranges, choices and combinations in
-`tapo.validate`. Each error names the file, the key, and the `--set key=value` that gave it if one did.
+`tapo.config_checks`. Each error names the file, the key, and the `--set key=value` that gave it if one did.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from typing import Any
 
 import yaml
 
-ALGORITHMS = ("grpo", "tapo")
+from tapo.config_checks import origin_note, suggest, value_problems
+
 # Keys the runner sets itself; a config that sets them under `trainer:` would be silently overridden.
 RUNNER_OWNED_TRAINER_KEYS = ("output_dir", "seed", "logging_steps", "report_to")
 LISTED_KEYS_MAX = 30  # an unknown key's error lists the allowed ones only for sections this small
@@ -140,13 +140,6 @@ def _suggest_key(key: str, allowed: set[str], elsewhere: dict[str, set[str]]) ->
     return dotted[found] if found else None
 
 
-def suggest(word: str, candidates) -> str | None:
-    """The candidate closest to a misspelt `word` (difflib, case-insensitive), or None."""
-    by_lower = {str(c).lower(): c for c in candidates}
-    match = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
-    return str(by_lower[match[0]]) if match else None
-
-
 def override_origins(overrides: list[str] | None) -> dict[str, str]:
     """Dotted key -> the `--set` text that gave it (the last one wins, as in `apply_overrides`)."""
     origins = {}
@@ -154,16 +147,6 @@ def override_origins(overrides: list[str] | None) -> dict[str, str]:
         path, _ = parse_override(text)
         origins[".".join(path)] = text
     return origins
-
-
-def origin_note(key: str, set_by: dict[str, str] | None) -> str:
-    """` (from --set KEY=VALUE)` when a `--set` gave `key` or a section above it; else "" (the file did)."""
-    parts = key.split(".")
-    for depth in range(len(parts), 0, -1):
-        text = (set_by or {}).get(".".join(parts[:depth]))
-        if text is not None:
-            return f" (from --set {text})"
-    return ""
 
 
 def _field_names(cls) -> set[str]:
@@ -236,12 +219,11 @@ def build_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | N
 
 
 def validate(config: RunConfig, *, where: str = "config", set_by: dict[str, str] | None = None) -> None:
-    """Keys, then every value (`tapo.validate.value_problems`); all problems are raised together.
+    """Keys, then every value (`tapo.config_checks.value_problems`); all problems are raised together.
 
     Values that would run but leave TAPO inert are logged as warnings (stderr), not errors.
     """
     from tapo.engine.arguments import GRPOConfig, tapo_option_names  # TRL import, deferred so --help stays fast
-    from tapo.validate import value_problems
 
     owned = sorted(set(config.trainer) & set(RUNNER_OWNED_TRAINER_KEYS))
     if owned:
@@ -279,5 +261,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     return build_config(merged, where=str(path), set_by=override_origins(overrides))
 
 
+def dump_config(config) -> str:
+    """A config dataclass (anything with `to_dict`) as the YAML `save_config` writes; it loads back the same."""
+    return yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False)
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False))
+    Path(path).write_text(dump_config(config))

@@ -19,19 +19,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tapo.coldstart.config import FilterConfig, save_any_config
+from tapo.coldstart.config import FilterConfig, keep, save_any_config
 
 KEPT_FILE = "kept.jsonl"
-
-
-def keep(pass_rate: float, *, low: float, high: float) -> bool:
-    """Whether a query stays: low <= pass_rate <= high (both ends inclusive).
-
-    >>> [keep(p, low=0.125, high=0.875) for p in (0.0, 0.125, 0.5, 0.875, 1.0)]
-    [False, True, True, True, False]
-    """
-    eps = 1e-9  # 1/8 computed as a mean of floats is exactly representable, but a user's 0.1 may not be
-    return low - eps <= pass_rate <= high + eps
 
 
 def pass_rate_counts(pass_rates: Sequence[float], *, samples: int) -> list[int]:

@@ -502,13 +502,15 @@ def test_every_tapo_option_has_a_type_and_every_text_option_its_choices():
     import typing
 
     from tapo.engine.trainer import TAPOConfig, tapo_option_names
-    from tapo.validate import choices
+    from tapo.config_checks import choices
 
     hints = typing.get_type_hints(TAPOConfig)
     for name in tapo_option_names():
         assert hints[name] is not typing.Any, name
         if hints[name] is str:
-            assert f"tapo.{name}" in choices(), f"tapo.{name} is free text: add its choices to tapo.validate.choices"
+            assert f"tapo.{name}" in choices(), (
+                f"tapo.{name} is free text: add its choices to tapo.config_checks.choices"
+            )
 
 
 def test_reward_section_configures_answer_checking(tmp_path):

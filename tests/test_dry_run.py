@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tapo.config import ConfigError, load_config
-from tapo.validate import check_run, describe_run, engine_args, looks_local, made_by, planned_outputs
+from tapo.paths import looks_local
+from tapo.validate import check_run, describe_run, engine_args, made_by, planned_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TAPO = ROOT / "recipes" / "tiny-tapo.yaml"

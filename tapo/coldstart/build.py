@@ -129,11 +129,10 @@ def mix_counts(kept: int, mix: dict) -> dict[str, int]:
 
 def load_queries(config) -> list[Query]:
     """The queries of `config.data` with their training prompts, exactly as `tapo train` builds them."""
-    from tapo.config import RunConfig
+    from tapo.data import build_dataset
     from tapo.data.arithmetic import parse_question
-    from tapo.engine.run import build_dataset
 
-    dataset = build_dataset(RunConfig(data=config.data))
+    dataset = build_dataset(config.data)
     if len(dataset) == 0:
         raise ValueError(f"no queries: {_why_no_queries(config.data)}")
     arithmetic = config.data.source == "builtin:arithmetic"

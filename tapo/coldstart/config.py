@@ -28,10 +28,10 @@ from tapo.config import (
     DataSection,
     ModelSection,
     _check_keys,
-    _Dumper,
     _field_names,
     _load_yaml,
     apply_overrides,
+    dump_config,
 )
 
 CONSTRUCTIONS = ("aligned", "self", "splice", "teacher")
@@ -275,8 +275,6 @@ def build_filter_config(raw: dict, *, where: str = "config") -> FilterConfig:
         raise ConfigError(f"{where}: filter.samples must be >= 1 to estimate a pass rate")
     if not 0 <= section.low <= section.high <= 1:
         raise ConfigError(f"{where}: need 0 <= filter.low <= filter.high <= 1, got low={section.low}, high={section.high}")
-    from tapo.filtering import keep  # here: tapo.filtering imports this module
-
     n = section.samples
     if not any(keep(k / n, low=section.low, high=section.high) for k in range(n + 1)):
         rates = ", ".join(f"{k / n:g}" for k in range(n + 1)) if n <= 10 else f"0, 1/{n}, ..., 1"
@@ -285,6 +283,16 @@ def build_filter_config(raw: dict, *, where: str = "config") -> FilterConfig:
             f"pass rate is k/{n}: {rates}); widen the range or raise filter.samples"
         )
     return config
+
+
+def keep(pass_rate: float, *, low: float, high: float) -> bool:
+    """Whether a query stays: low <= pass_rate <= high (both ends inclusive).
+
+    >>> [keep(p, low=0.125, high=0.875) for p in (0.0, 0.125, 0.5, 0.875, 1.0)]
+    [False, True, True, True, False]
+    """
+    eps = 1e-9  # 1/8 computed as a mean of floats is exactly representable, but a user's 0.1 may not be
+    return low - eps <= pass_rate <= high + eps
 
 
 def read_raw(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str]:
@@ -317,4 +325,4 @@ def load_filter_config(path: str | Path | None, overrides: list[str] | None = No
 def save_any_config(config: Any, path: str | Path) -> None:
     """Write a config dataclass as YAML that the loaders read back to the same values."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False))
+    Path(path).write_text(dump_config(config))

@@ -217,6 +217,28 @@ def to_prompt_dataset(
     )
 
 
+def build_dataset(data):
+    """The prompt dataset (`to_prompt_dataset`) of a run config's `data:` section (`tapo.config.DataSection`),
+    as `tapo train` trains on it."""
+    records = load_records(
+        data.source,
+        split=data.split,
+        problem_key=data.problem_key,
+        answer_key=data.answer_key,
+        limit=data.limit,
+        **(
+            {"n": data.n, "seed": data.data_seed, "n_steps": _steps(data.n_steps), "max_operand": data.max_operand}
+            if data.source == "builtin:arithmetic"
+            else {}
+        ),
+    )
+    return to_prompt_dataset(records, instruction=data.instruction, system_prompt=data.system_prompt)
+
+
+def _steps(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
 # --- reading sources ------------------------------------------------------------------------
 
 

@@ -15,10 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
-from tapo.config import RunConfig
-from tapo.config import _Dumper  # the dumper of save_config: the block reads back as config.yaml does
+from tapo.config import RunConfig, dump_config  # save_config's YAML: the block reads back as config.yaml does
 
 CARD_FILE = "README.md"
 PAPERS = {
@@ -90,7 +88,7 @@ class RunCard:
             "The resolved configuration of the run (`config.yaml`), as `tapo train --config` reads it:",
             "",
             "```yaml",
-            yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False).rstrip(),
+            dump_config(config).rstrip(),
             "```",
         ]
         if self.changes:

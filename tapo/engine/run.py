@@ -39,36 +39,6 @@ TRAINING_STATE_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
 
-# Sensible small-run defaults; any of them can be set under `trainer:`.
-TRAINER_DEFAULTS = {
-    "logging_steps": 1,
-    "save_strategy": "steps",
-    "save_steps": 50,
-    "report_to": [],
-    "disable_tqdm": True,  # our own bar replaces the Trainer's
-    "bf16": False,
-    "epsilon_high": 0.28,  # DESIGN: clip 0.2 low, 0.28 high (DAPO), for both algorithms
-}
-
-
-def build_dataset(config: RunConfig):
-    from tapo.data import load_records, to_prompt_dataset
-
-    data = config.data
-    records = load_records(
-        data.source,
-        split=data.split,
-        problem_key=data.problem_key,
-        answer_key=data.answer_key,
-        limit=data.limit,
-        **(
-            {"n": data.n, "seed": data.data_seed, "n_steps": _steps(data.n_steps), "max_operand": data.max_operand}
-            if data.source == "builtin:arithmetic"
-            else {}
-        ),
-    )
-    return to_prompt_dataset(records, instruction=data.instruction, system_prompt=data.system_prompt)
-
 
 def _has_accelerator() -> bool:
     import torch
@@ -76,21 +46,19 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
-def _steps(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
 def build_trainer(config: RunConfig, *, run_dir: Path):
     """The configured trainer (TRL GRPOTrainer for grpo, TAPOTrainer for tapo) with our callbacks and model card."""
     from trl import GRPOConfig, GRPOTrainer
 
+    from tapo.data import build_dataset
+    from tapo.engine.arguments import TRAINER_DEFAULTS
     from tapo.models import load_policy
     from tapo.rewards import configure_checking, math_reward
     from tapo.engine.trainer import TAPOConfig, TAPOTrainer
 
     configure_checking(timeout_s=config.reward.timeout_s, workers=config.reward.workers)
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
-    dataset = build_dataset(config)
+    dataset = build_dataset(config.data)
     settings = {**TRAINER_DEFAULTS, **config.trainer, "output_dir": str(run_dir), "seed": config.seed}
     settings["logging_steps"] = 1  # metrics.jsonl promises one row per step
     if "use_cpu" not in config.trainer and not _has_accelerator():
@@ -166,6 +134,7 @@ def config_in_effect(run_dir: Path, *, step: int) -> Path | None:
 
 def _defaults() -> dict[str, object]:
     """Effective values of unset trainer/tapo keys, so `--set trainer.beta=0.0` (the default) is no change."""
+    from tapo.engine.arguments import TRAINER_DEFAULTS
     from tapo.engine.trainer import TAPOConfig, tapo_option_names
 
     tapo_keys, values = tapo_option_names(), {}

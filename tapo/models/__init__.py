@@ -66,7 +66,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 def check_local(name: str) -> None:
     """A name that looks like a local path must exist: else the hub would be asked for it, and answer
     with a confusing repository-id error (or a network error offline)."""
-    from tapo.validate import looks_local
+    from tapo.paths import looks_local
 
     if not name.startswith(BUILTIN_PREFIX) and looks_local(name) and not Path(name).expanduser().exists():
         raise FileNotFoundError(f"model folder not found: {name}")
