@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tapo.config_checks import origin_note, suggest, value_problems
+from tapo.config_checks import origin_note, suggest, type_problem, value_problems
 
 # Keys the runner sets itself; a config that sets them under `trainer:` would be silently overridden.
 RUNNER_OWNED_TRAINER_KEYS = ("output_dir", "seed", "logging_steps", "report_to")
@@ -248,17 +249,67 @@ def validate(config: RunConfig, *, where: str = "config", set_by: dict[str, str]
         _log.warning("warning: %s: %s", where, warning)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML file, apply `--set` overrides, validate."""
+def read_config_file(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str, dict[str, str]]:
+    """(raw mapping with `--set` overrides applied, where it came from, `override_origins`), for every config kind.
+
+    The file is UTF-8 (a byte-order mark is accepted); no file (`None`) gives {} and "command line".
+    """
+    set_by = override_origins(overrides)
+    if path is None:
+        return apply_overrides({}, overrides or []), "command line", set_by
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = _load_yaml(path.read_text()) or {}
+        raw = _load_yaml(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    merged = apply_overrides(raw, overrides or [])
-    return build_config(merged, where=str(path), set_by=override_origins(overrides))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return apply_overrides(raw, overrides or []), str(path), set_by
+
+
+def load_section(raw: dict, name: str, cls, *, where: str, set_by: dict[str, str] | None = None):
+    """One dataclass section of any config: a mapping, known keys (did-you-mean), values of the annotated types.
+
+    Shared by the run config and the cold-start / filter configs, so every config kind reports a bad
+    section the same way, naming the key and the `--set` that gave it.
+    """
+    given = raw.get(name) or {}
+    if isinstance(given, str) and name == "model":
+        given = {"name": given}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
+    _check_keys(name, given, _field_names(cls), where=where, set_by=set_by)
+    hints = typing.get_type_hints(cls)
+    problems = [f"{where}: {name}.{key} {problem}{origin_note(f'{name}.{key}', set_by)}"
+                for key, value in given.items() if (problem := type_problem(value, hints[key]))]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cls(**given)
+
+
+def load_top_level(raw: dict, cls, *, where: str, set_by: dict[str, str] | None = None) -> dict:
+    """A config's top level: a mapping of known keys (did-you-mean), and its plain keys (seed, output_dir, ...)
+    of the annotated types, as {name: value} for the dataclass; sections are read with `load_section`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    _check_keys("top level", raw, _field_names(cls), where=where, set_by=set_by)
+    hints = typing.get_type_hints(cls)
+    plain = [f.name for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name]) and hints[f.name] is not dict]
+    problems = [f"{where}: {key} {problem}{origin_note(key, set_by)}"
+                for key in plain if key in raw and (problem := type_problem(raw[key], hints[key]))]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return {key: raw[key] for key in plain if key in raw}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file, apply `--set` overrides, validate."""
+    raw, where, set_by = read_config_file(path, overrides)
+    return build_config(raw, where=where, set_by=set_by)
 
 
 def dump_config(config) -> str:
@@ -266,5 +317,7 @@ def dump_config(config) -> str:
     return yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False)
 
 
-def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(dump_config(config))
+def save_config(config, path: str | Path) -> None:
+    """Write any config dataclass (run, cold start, filter) as YAML that its loader reads back the same."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(dump_config(config), encoding="utf-8")

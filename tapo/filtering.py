@@ -19,7 +19,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tapo.coldstart.config import FilterConfig, keep, save_any_config
+from tapo.coldstart.config import FilterConfig, keep
+from tapo.config import save_config
 
 KEPT_FILE = "kept.jsonl"
 
@@ -104,7 +105,7 @@ def run_filter(config: FilterConfig, *, output_dir: str | Path | None = None, pr
     out = Path(output_dir or config.output_dir)
     queries, rates = estimate_pass_rates(config, progress=progress)  # empty data is an error here, nothing written
     out.mkdir(parents=True, exist_ok=True)
-    save_any_config(config, out / "config.yaml")
+    save_config(config, out / "config.yaml")
     kept = [(q, r) for q, r in zip(queries, rates) if keep(r, low=section.low, high=section.high)]
     with (out / KEPT_FILE).open("w", encoding="utf-8") as f:
         for q, rate in kept:

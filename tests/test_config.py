@@ -527,3 +527,28 @@ def test_reward_section_configures_answer_checking(tmp_path):
         configure_checking(timeout_s=saved.timeout_s, workers=saved.workers)
     with pytest.raises(ConfigError, match=r"reward.timeout_s .*\(from --set reward.timeout_s=0\)"):
         load_config(TINY, ["reward.timeout_s=0"])
+
+
+def test_every_config_kind_shares_loading_checks_and_saving(tmp_path):
+    """Run, cold-start and filter configs: one reader (UTF-8, BOM accepted), one section loader (types, did-you-mean,
+    the --set that gave a value), one saver that reads back the same."""
+    from tapo.coldstart.config import load_coldstart_config, load_filter_config
+    from tapo.config import save_config
+
+    path = tmp_path / "cs.yaml"
+    path.write_bytes("\ufeffseed: 3\nbuild: {samples: 2}\n".encode("utf-8"))  # a BOM, as editors on Windows write
+    config = load_coldstart_config(path, ["build.construction=aligned"])
+    assert config.seed == 3 and config.build.samples == 2 and config.build.construction == "aligned"
+    saved = tmp_path / "saved" / "config.yaml"
+    save_config(config, saved)
+    assert load_coldstart_config(saved) == config
+    with pytest.raises(ConfigError, match=r"seed must be an integer, got 'abc' \(from --set seed=abc\)"):
+        load_coldstart_config(path, ["seed=abc"])
+    with pytest.raises(ConfigError, match=r"build.samples must be an integer.*\(from --set build.samples=x\)"):
+        load_coldstart_config(path, ["build.samples=x"])
+    with pytest.raises(ConfigError, match=r"did you mean samples"):
+        load_filter_config(None, ["filter.sampels=4"])
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("output_dir: runs/caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text"):
+        load_config(latin1)

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tapo.coldstart.config import MIX_KINDS, BuildSection, ColdStartConfig, save_any_config
+from tapo.coldstart.config import MIX_KINDS, BuildSection, ColdStartConfig
+from tapo.config import save_config
 from tapo.core.selection import select_pairs, split_group
 from tapo.core.synthesis import SELF_TEMPLATE, build_self_prompt, parse_synthesis
 from tapo.core.types import ConstructedTrajectory, ConstructionPair, ConstructionRequest
@@ -347,7 +348,7 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
     started = time.perf_counter()
     queries = load_queries(config)  # empty data is an error before anything is written
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_any_config(config, output.with_suffix(".config.yaml"))
+    save_config(config, output.with_suffix(".config.yaml"))
     template = read_text(build.self_template) if build.self_template else SELF_TEMPLATE  # UTF-8, BOM or not
     needs_model = build.samples > 0 or build.construction in ("self", "splice")
     sampler = make_sampler(config.model.name, backend=build.backend, dtype=config.model.dtype, seed=config.seed) \

@@ -17,11 +17,9 @@ that name the file and section and list what is allowed, as in `tapo.config`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from tapo.config import (
     ConfigError,
@@ -29,9 +27,9 @@ from tapo.config import (
     ModelSection,
     _check_keys,
     _field_names,
-    _load_yaml,
-    apply_overrides,
-    dump_config,
+    load_section,
+    load_top_level,
+    read_config_file,
 )
 
 CONSTRUCTIONS = ("aligned", "self", "splice", "teacher")
@@ -144,19 +142,6 @@ class FilterConfig:
         return dataclasses.asdict(self)
 
 
-def _section(raw: dict, name: str, cls, *, where: str):
-    given = raw.get(name) or {}
-    if name == "model" and isinstance(given, str):
-        given = {"name": given}
-    if not isinstance(given, dict):
-        raise ConfigError(f"{where}: '{name}' must be a mapping, got {type(given).__name__}")
-    _check_keys(name, given, _field_names(cls), where=where)
-    try:
-        return cls(**given)
-    except TypeError as error:
-        raise ConfigError(f"{where}: section '{name}': {error}") from error
-
-
 def _choice(value: str, allowed: tuple[str, ...], *, key: str, where: str) -> None:
     if value not in allowed:
         raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
@@ -235,21 +220,19 @@ def check_sft(sft: dict, *, where: str) -> None:
     _check_keys("sft", sft, _field_names(SFTConfig), where=where)
 
 
-def build_coldstart_config(raw: dict, *, where: str = "config") -> ColdStartConfig:
-    """Validate a raw mapping into a ColdStartConfig."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
-    _check_keys("top level", raw, _field_names(ColdStartConfig), where=where)
+def build_coldstart_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | None = None) -> ColdStartConfig:
+    """Validate a raw mapping into a ColdStartConfig (sections through `tapo.config.load_section`)."""
+    top = load_top_level(raw, ColdStartConfig, where=where, set_by=set_by)
     sft = raw.get("sft") or {}
     if not isinstance(sft, dict):
         raise ConfigError(f"{where}: 'sft' must be a mapping of TRL SFTConfig fields")
+    section = functools.partial(load_section, raw, where=where, set_by=set_by)
     config = ColdStartConfig(
-        seed=int(raw.get("seed", 0)),
-        output_dir=str(raw.get("output_dir", ColdStartConfig.output_dir)),
-        model=_section(raw, "model", ModelSection, where=where),
-        data=_section(raw, "data", DataSection, where=where),
-        build=_section(raw, "build", BuildSection, where=where),
-        teacher=_section(raw, "teacher", TeacherSection, where=where),
+        **top,
+        model=section("model", ModelSection),
+        data=section("data", DataSection),
+        build=section("build", BuildSection),
+        teacher=section("teacher", TeacherSection),
         sft=dict(sft),
     )
     check_build(config.build, config.teacher, config.data, where=where)
@@ -257,17 +240,15 @@ def build_coldstart_config(raw: dict, *, where: str = "config") -> ColdStartConf
     return config
 
 
-def build_filter_config(raw: dict, *, where: str = "config") -> FilterConfig:
-    """Validate a raw mapping into a FilterConfig."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
-    _check_keys("top level", raw, _field_names(FilterConfig), where=where)
+def build_filter_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | None = None) -> FilterConfig:
+    """Validate a raw mapping into a FilterConfig (sections through `tapo.config.load_section`)."""
+    top = load_top_level(raw, FilterConfig, where=where, set_by=set_by)
+    section = functools.partial(load_section, raw, where=where, set_by=set_by)
     config = FilterConfig(
-        seed=int(raw.get("seed", 0)),
-        output_dir=str(raw.get("output_dir", FilterConfig.output_dir)),
-        model=_section(raw, "model", ModelSection, where=where),
-        data=_section(raw, "data", DataSection, where=where),
-        filter=_section(raw, "filter", FilterSection, where=where),
+        **top,
+        model=section("model", ModelSection),
+        data=section("data", DataSection),
+        filter=section("filter", FilterSection),
     )
     section = config.filter
     check_sampling(section, name="filter", where=where)
@@ -295,34 +276,12 @@ def keep(pass_rate: float, *, low: float, high: float) -> bool:
     return low - eps <= pass_rate <= high + eps
 
 
-def read_raw(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str]:
-    """(raw mapping with `--set` overrides applied, label for errors); no file -> {} and "command line"."""
-    if path is None:
-        return apply_overrides({}, overrides or []), "command line"
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = _load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return apply_overrides(raw, overrides or []), str(path)
-
-
 def load_coldstart_config(path: str | Path | None, overrides: list[str] | None = None) -> ColdStartConfig:
     """Read a YAML file (or nothing), apply `--set` overrides, validate."""
-    raw, where = read_raw(path, overrides)
-    return build_coldstart_config(raw, where=where)
+    raw, where, set_by = read_config_file(path, overrides)
+    return build_coldstart_config(raw, where=where, set_by=set_by)
 
 
 def load_filter_config(path: str | Path | None, overrides: list[str] | None = None) -> FilterConfig:
-    raw, where = read_raw(path, overrides)
-    return build_filter_config(raw, where=where)
-
-
-def save_any_config(config: Any, path: str | Path) -> None:
-    """Write a config dataclass as YAML that the loaders read back to the same values."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(dump_config(config))
+    raw, where, set_by = read_config_file(path, overrides)
+    return build_filter_config(raw, where=where, set_by=set_by)

@@ -19,7 +19,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from tapo.coldstart.config import ColdStartConfig, save_any_config, sft_settings
+from tapo.coldstart.config import ColdStartConfig, sft_settings
+from tapo.config import save_config
 from tapo.data.datasets import DataError, text_lines
 
 MODEL_DIR = "model"
@@ -91,7 +92,7 @@ def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path
         truncate_jsonl(run_dir / METRICS_FILE, after_step=checkpoint_step(checkpoint))
     elif (run_dir / METRICS_FILE).exists():
         (run_dir / METRICS_FILE).unlink()
-    save_any_config(config, run_dir / "config.yaml")
+    save_config(config, run_dir / "config.yaml")
     (run_dir / "data.json").write_text(json.dumps({"data": str(data)}) + "\n")
     trainer = build_sft_trainer(config, data=data, output_dir=run_dir)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
