@@ -197,13 +197,8 @@ def build_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | N
         _check_keys("top level", raw, _field_names(RunConfig), where=where, set_by=set_by, elsewhere=_section_keys())
     sections = {}
     for name, cls in (("model", ModelSection), ("data", DataSection), ("reward", RewardSection)):
-        given = raw.get(name) or {}
-        if isinstance(given, str) and name == "model":
-            given = {"name": given}
-        if not isinstance(given, dict):
-            raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
-        _check_keys(name, given, _field_names(cls), where=where, set_by=set_by)
-        sections[name] = cls(**given)
+        # types are judged afterwards, with every other value, so that all problems are raised together
+        sections[name] = cls(**_section_mapping(raw, name, cls, where=where, set_by=set_by))
     for name in ("trainer", "tapo"):
         if not isinstance(raw.get(name) or {}, dict):
             raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
@@ -271,18 +266,24 @@ def read_config_file(path: str | Path | None, overrides: list[str] | None = None
     return apply_overrides(raw, overrides or []), str(path), set_by
 
 
-def load_section(raw: dict, name: str, cls, *, where: str, set_by: dict[str, str] | None = None):
-    """One dataclass section of any config: a mapping, known keys (did-you-mean), values of the annotated types.
-
-    Shared by the run config and the cold-start / filter configs, so every config kind reports a bad
-    section the same way, naming the key and the `--set` that gave it.
-    """
+def _section_mapping(raw: dict, name: str, cls, *, where: str, set_by: dict[str, str] | None) -> dict:
+    """A section's raw mapping (`model: NAME` short form allowed), its keys checked against `cls`."""
     given = raw.get(name) or {}
     if isinstance(given, str) and name == "model":
         given = {"name": given}
     if not isinstance(given, dict):
         raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
     _check_keys(name, given, _field_names(cls), where=where, set_by=set_by)
+    return given
+
+
+def load_section(raw: dict, name: str, cls, *, where: str, set_by: dict[str, str] | None = None):
+    """One dataclass section of any config: a mapping, known keys (did-you-mean), values of the annotated types.
+
+    Shared by the run config and the cold-start / filter configs, so every config kind reports a bad
+    section the same way, naming the key and the `--set` that gave it.
+    """
+    given = _section_mapping(raw, name, cls, where=where, set_by=set_by)
     hints = typing.get_type_hints(cls)
     problems = [f"{where}: {name}.{key} {problem}{origin_note(f'{name}.{key}', set_by)}"
                 for key, value in given.items() if (problem := type_problem(value, hints[key]))]

@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-METRICS_FILE = "metrics.jsonl"
+from tapo.report.data import METRICS_FILE, read_jsonl
+
 REWARD_KEY = "rewards/math_reward/mean"
 # Shown on the progress bar when present, in this order, under these short names.
 BAR_FIELDS = {
@@ -81,36 +82,6 @@ class ProgressBarCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def read_jsonl(path: str | Path) -> tuple[list[dict], bool]:
-    """(rows, whether a cut-off last line was dropped) of a JSONL file the run appends to; no file, no rows.
-
-    An interruption can cut the last line short, so an unparseable last line is dropped (as
-    `tapo.evaluation.responses.read_responses` does); a broken line anywhere else is an error
-    naming the file and line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return [], False
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline that ends the last complete row
-    rows, cut = [], False
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == len(lines):
-                cut = True
-                continue
-            raise ValueError(f"{path}, line {number}: invalid JSON ({error.msg} at column {error.colno})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows, cut
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:

@@ -27,10 +27,10 @@ from pathlib import Path
 from tapo.engine.callbacks import METRICS_FILE, MetricsFileCallback, ProgressBarCallback, metric_row, truncate_jsonl
 from tapo.config import ConfigError, RunConfig, load_config, save_config
 from tapo.engine.model_card import CARD_FILE, RunCard, with_run_card
+from tapo.report.data import CONSTRUCTIONS_FILE
 
 CONFIG_FILE = "config.yaml"
 MODEL_DIR = "model"
-CONSTRUCTIONS_FILE = "constructions.jsonl"  # written by TAPOTrainer (tapo.engine.trainer.CONSTRUCTIONS_FILE)
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: a checkpoint without it is incomplete
 RESUME_CONFIG = re.compile(r"^config\.resume-(\d+)\.yaml$")
 # Checkpoint files that are training state, not part of a saved model (model/ is a checkpoint without them).

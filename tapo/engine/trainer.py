@@ -49,10 +49,10 @@ from tapo.core import (
     select_construction_pairs,
     trained_from,
 )
-from tapo.core.constructors import has_no_marker, make_constructor, prefix_fidelity
+from tapo.core.constructors import chat_prompt_ids, has_no_marker, make_constructor, prefix_fidelity
 from tapo.core.synthesis import LOCATE_TEMPLATE, SELF_TEMPLATE, correction_start_char
+from tapo.report.data import CONSTRUCTIONS_FILE
 
-CONSTRUCTIONS_FILE = "constructions.jsonl"
 # TRL 1.16's normalisation of rollout advantages: sample std, this eps (grpo_trainer.py).
 ENGINE_EPS = 1e-4
 # Loss types that average per sequence, so an extra all-masked row would shrink the loss.
@@ -155,7 +155,7 @@ class TAPOTrainer(GRPOTrainer):
         template_kwargs = dict(self.chat_template_kwargs)
         if self.chat_template is not None:
             template_kwargs["chat_template"] = self.chat_template
-        self._template_kwargs = template_kwargs
+        self._dummy_prompt_ids = chat_prompt_ids(self._tokenizer, DUMMY_PROMPT, template_kwargs)
         eos_first = [self._tokenizer.eos_token_id, *(i for i in self.eos_token_ids if i != self._tokenizer.eos_token_id)]
         self.constructor = make_constructor(
             cfg.construction,
@@ -493,12 +493,6 @@ class TAPOTrainer(GRPOTrainer):
         with self._synthesis_sampling():
             completion_ids, _ = self._generate_single_turn(padded, None, {}, 1)
         return [list(ids) for ids in completion_ids[: len(prompt_ids)]]
-
-    @property
-    def _dummy_prompt_ids(self) -> list[int]:
-        from tapo.core.constructors import chat_prompt_ids
-
-        return chat_prompt_ids(self._tokenizer, DUMMY_PROMPT, self._template_kwargs)
 
     @contextlib.contextmanager
     def _synthesis_sampling(self):

@@ -25,6 +25,17 @@ class RunData:
     constructions_total: int  # how many records the file holds (more than shown when capped)
 
 
+def _row(path: Path, number: int, line: str) -> dict:
+    """One JSONL line as a JSON object, or a ValueError naming the file and line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}, line {number}: invalid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 def iter_jsonl(path: str | Path):
     """Yield (line number, object) for each non-blank line of a JSONL file; bad lines name file and line.
 
@@ -38,15 +49,34 @@ def iter_jsonl(path: str | Path):
     path = Path(path)
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+            if line.strip():
+                yield number, _row(path, number, line)
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict], bool]:
+    """(rows, whether a cut-off last line was dropped) of a JSONL file a run appends to; no file, no rows.
+
+    An interruption can cut the last line short, so an unparseable last line is dropped; a broken
+    line anywhere else is an error naming the file and line (as `iter_jsonl`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [], False
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last complete row
+    rows, cut = [], False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if number == len(lines):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: invalid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+                json.loads(line)
+            except json.JSONDecodeError:
+                cut = True
+                continue
+        rows.append(_row(path, number, line))
+    return rows, cut
 
 
 def read_metrics(path: str | Path) -> list[dict]:
