@@ -47,11 +47,10 @@ def pass_rate(model: str, config, *, heldout: int, samples: int, max_new_tokens:
 
 def synthesis_rates(model: str, config, *, n: int, max_new_tokens: int) -> dict:
     """Share of `self` synthesis outputs that parse, and that end at the right answer, on n held-out problems."""
-    from tapo.coldstart.sampling import generate_fn
     from tapo.core import ConstructedTrajectory, ConstructionPair, ConstructionRequest
     from tapo.core.constructors import make_constructor
     from tapo.data.arithmetic import corrupt_solution, generate_problems
-    from tapo.evaluation.sample import SamplingSettings, make_sampler
+    from tapo.sampling import SamplingSettings, generate_fn, make_sampler
     from tapo.rewards import is_correct
 
     steps = tuple(config.data.n_steps) if isinstance(config.data.n_steps, list) else config.data.n_steps

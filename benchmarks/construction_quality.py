@@ -30,25 +30,20 @@ def run(
     from tapo.core import ConstructedTrajectory, ConstructionPair, ConstructionRequest
     from tapo.core.constructors import make_constructor
     from tapo.data.arithmetic import final_line, generate_problems
-    from tapo.data.datasets import format_prompt
-    from tapo.generation import make_generate_fn, sample_completions
     from tapo.models import load_policy
     from tapo.rewards import is_correct
+    from tapo.sampling import SamplingSettings, generate_fn, index_seeds, prompt_token_ids, sample_groups
+    from tapo.sampling.hf import HFSampler
 
     model, tokenizer = load_policy(model_name, seed=seed)
-    model.eval()
+    sampler = HFSampler(model, tokenizer, model_defaults=True)  # the figures were measured with the model's top-k
     problems = generate_problems(split="test", n=n, seed=seed, n_steps=n_steps, max_operand=max_operand)
-    prompts = [
-        tokenizer.encode(
-            tokenizer.apply_chat_template(format_prompt(p.question), tokenize=False, add_generation_prompt=True),
-            add_special_tokens=False,
-        )
-        for p in problems
-    ]
+    prompts = [prompt_token_ids(tokenizer, p.question) for p in problems]
     started = time.perf_counter()
-    responses = sample_completions(
-        model, tokenizer, prompts, max_new_tokens=rollout_tokens, temperature=1.0, seed=seed, batch_size=batch_size
-    )
+    rollout_settings = SamplingSettings(temperature=1.0, top_p=1.0, max_tokens=rollout_tokens)
+    groups = sample_groups(sampler, prompts, n=1, settings=rollout_settings, seed=seed, batch_size=batch_size,
+                           chunk_seeds=index_seeds(seed))
+    responses = [list(completion.token_ids) for (completion,) in groups]
     rollout_seconds = time.perf_counter() - started
     requests = []
     right = 0
@@ -70,9 +65,10 @@ def run(
         "rollout_seconds": rollout_seconds, "strategies": {}, "examples": {},
     }
     for strategy in strategies:
-        generate = make_generate_fn(
-            model, tokenizer, max_new_tokens=rollout_tokens + extra_tokens, temperature=0.7, top_p=0.95,
-            seed=seed, batch_size=batch_size,
+        synthesis_settings = SamplingSettings(temperature=0.7, top_p=0.95, max_tokens=rollout_tokens + extra_tokens)
+        generate = generate_fn(  # call k's chunk i: seed (seed * 1000 + k) * 100_003 + i, as measured
+            sampler, settings=synthesis_settings, seed=seed, batch_size=batch_size, reencode=False,
+            call_seeds=lambda k: index_seeds(seed * 1_000 + k),
         )
         constructor = make_constructor(strategy, tokenizer=tokenizer, generate=generate)
         started = time.perf_counter()

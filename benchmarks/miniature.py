@@ -114,25 +114,20 @@ def start_model_key(task: TaskSpec, warm: WarmStartSpec, cold: ColdStartSpec | N
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def prompt_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of the chat prompt the trainer builds for a question (default instruction)."""
-    from tapo.data.datasets import format_prompt
-
-    text = tokenizer.apply_chat_template(format_prompt(question), tokenize=False, add_generation_prompt=True)
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 def sample_texts(model, tokenizer, questions: list[str], *, max_new_tokens: int, temperature: float, seed: int,
                  batch_size: int = 64) -> tuple[list[str], list[int]]:
     """One sampled response per question: (decoded texts, generated token counts, eos not counted)."""
-    from tapo.generation import sample_completions
+    from tapo.sampling import SamplingSettings, index_seeds, prompt_token_ids, sample_groups
+    from tapo.sampling.hf import HFSampler
 
-    ids = [prompt_ids(tokenizer, q) for q in questions]
-    outs = sample_completions(
-        model, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size
-    )
+    sampler = HFSampler(model, tokenizer, model_defaults=True)  # the figures were measured with the model's top-k
+    settings = SamplingSettings(temperature=temperature, top_p=1.0, max_tokens=max_new_tokens)
+    ids = [prompt_token_ids(tokenizer, q) for q in questions]
+    groups = sample_groups(sampler, ids, n=1, settings=settings, seed=seed, batch_size=batch_size,
+                           chunk_seeds=index_seeds(seed))
+    outs = [list(completion.token_ids) for (completion,) in groups]
     texts = tokenizer.batch_decode(outs, skip_special_tokens=True)
-    lengths = [len(o) - (1 if o and o[-1] == tokenizer.eos_token_id else 0) for o in outs]
+    lengths = [completion.n_tokens for (completion,) in groups]
     return texts, lengths
 
 

@@ -83,8 +83,7 @@ def plot_histogram(pass_rates: Sequence[float], path: Path, *, samples: int, low
 def estimate_pass_rates(config: FilterConfig, *, progress: bool = False) -> tuple[list, list[float]]:
     """(records, pass rate of each): `filter.samples` samples per query from `config.model`, scored."""
     from tapo.coldstart.build import load_queries
-    from tapo.coldstart.sampling import sample_query_groups
-    from tapo.evaluation.sample import make_sampler
+    from tapo.sampling import make_sampler, sample_query_groups
     from tapo.rewards import math_reward
 
     section = config.filter

@@ -13,8 +13,8 @@ from tapo.engine.batching import (
     pad_left,
     pad_right,
     slots_per_process,
-    stack_rows,
 )
+from tapo.tensors import stack_rows
 
 PAD = 0
 

@@ -274,7 +274,7 @@ def test_coldstart_effect_benchmark_smoke(tmp_path, capsys):
 
 @pytest.mark.parametrize("step", ["build", "run", "train"])
 def test_coldstart_without_a_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, step):
-    import tapo.evaluation.sample as sample
+    import tapo.sampling as sample
 
     monkeypatch.chdir(tmp_path)  # the default output_dir, runs/coldstart, would land here
     monkeypatch.setattr(sample, "make_sampler", lambda *a, **k: pytest.fail("a model was loaded without a config"))

@@ -255,7 +255,7 @@ def test_load_policy_names_a_missing_local_folder(here, name):
 
 
 def test_eval_sampler_names_a_missing_local_folder(here):
-    from tapo.evaluation.sample import make_sampler
+    from tapo.sampling import make_sampler
 
     with pytest.raises(FileNotFoundError, match="^model folder not found: ./no-model$"):
         make_sampler("./no-model", backend="hf")

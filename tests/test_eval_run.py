@@ -14,7 +14,8 @@ import pytest
 from tapo.evaluation import EvalProtocol, evaluate
 from tapo.evaluation.responses import read_responses
 from tapo.evaluation.run import plan_chunks, load_benchmarks
-from tapo.evaluation.sample import Completion, HFSampler
+from tapo.sampling import Completion
+from tapo.sampling.hf import HFSampler
 
 from conftest import run_tapo
 
@@ -240,7 +241,7 @@ def test_a_broken_line_inside_the_file_is_an_error(tmp_path):
 
 
 def test_greedy_decoding_gives_n_equal_samples_whatever_the_seed(sampler):
-    from tapo.evaluation.sample import SamplingSettings, prompt_token_ids
+    from tapo.sampling import SamplingSettings, prompt_token_ids
 
     ids = [prompt_token_ids(sampler.tokenizer, "What is 2 + 3?")]
     greedy = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=6)
@@ -252,7 +253,7 @@ def test_greedy_decoding_gives_n_equal_samples_whatever_the_seed(sampler):
 def test_sampling_leaves_the_global_random_state_alone(sampler):
     import torch
 
-    from tapo.evaluation.sample import SamplingSettings, prompt_token_ids
+    from tapo.sampling import SamplingSettings, prompt_token_ids
 
     ids = [prompt_token_ids(sampler.tokenizer, "What is 2 + 3?")]
     torch.manual_seed(123)
@@ -266,9 +267,10 @@ def test_sampling_leaves_the_global_random_state_alone(sampler):
 def test_doctests():
     import doctest
 
-    from tapo.evaluation import run, sample
+    from tapo.evaluation import run
+    from tapo.sampling import batched, types
 
-    for module in (run, sample):
+    for module in (run, batched, types):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

@@ -88,7 +88,7 @@ def test_filter_cli_on_a_tiny_model(tmp_path, capsys):
     ],
 )
 def test_filter_of_empty_data_is_an_error_before_a_model_loads(tmp_path, capsys, monkeypatch, overrides, message):
-    import tapo.evaluation.sample as sample
+    import tapo.sampling as sample
 
     (tmp_path / "empty.jsonl").write_text("\n")
     overrides = [o.replace("EMPTY", str(tmp_path / "empty.jsonl")) for o in overrides]

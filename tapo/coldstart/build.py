@@ -294,7 +294,7 @@ def synthesis_example(
 def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output: Path, template: str):
     """The configured constructor; `self` / `splice` generate with the base model through `sampler`."""
     from tapo.core.constructors import make_constructor
-    from tapo.evaluation.sample import SamplingSettings
+    from tapo.sampling import SamplingSettings
 
     build = config.build
     if build.construction == "teacher":
@@ -306,7 +306,7 @@ def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output:
         )
     generate = None
     if build.construction in ("self", "splice"):
-        from tapo.coldstart.sampling import generate_fn
+        from tapo.sampling import generate_fn
 
         settings = SamplingSettings(
             temperature=build.synthesis_temperature, top_p=build.synthesis_top_p,
@@ -321,7 +321,7 @@ def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output:
 
 def sample_and_score(config: ColdStartConfig, queries: Sequence[Query], *, sampler, progress: bool):
     """(sample texts per query, rewards per query): K samples of the ordinary training prompt."""
-    from tapo.coldstart.sampling import sample_query_groups
+    from tapo.sampling import sample_query_groups
     from tapo.rewards import math_reward
 
     groups = sample_query_groups(sampler, queries, config.build, seed=config.seed, tag="coldstart samples",
@@ -339,7 +339,7 @@ def sample_and_score(config: ColdStartConfig, queries: Sequence[Query], *, sampl
 
 def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bool = False) -> dict:
     """Build the cold-start data set into `output` (JSONL) and return its stats (also written beside it)."""
-    from tapo.evaluation.sample import make_sampler
+    from tapo.sampling import make_sampler
     from tapo.models import load_tokenizer
     from tapo.rewards import math_reward
 

@@ -31,12 +31,12 @@ from tapo.config import (
     load_top_level,
     read_config_file,
 )
+from tapo.sampling.backends import BACKENDS
 
 CONSTRUCTIONS = ("aligned", "self", "splice", "teacher")
 POSITIVE_SOURCES = ("policy", "reference", "either")
 SYNTHETIC_NEGATIVE = ("never", "unparsable", "always")
 MIX_KINDS = ("trajectory", "synthesis", "plain")  # the kinds of cold-start SFT example (build.mix keys)
-BACKENDS = ("auto", "hf", "vllm")  # as tapo.evaluation.sample
 # The paper's cold start (DESIGN section 1): lr 5e-6, 50 warm-up steps, cosine decay, 3 epochs.
 SFT_DEFAULTS = {
     "learning_rate": 5e-6,

@@ -7,7 +7,6 @@ prompts are left-padded, completions right-padded, advantages (B,) or (B, T).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
@@ -51,27 +50,6 @@ def pad_left(tensor: torch.Tensor, width: int, *, value: float | int = 0) -> tor
     if missing < 0:
         raise ValueError(f"cannot pad a tensor of width {tensor.size(-1)} down to {width}")
     return torch.nn.functional.pad(tensor, (missing, 0), value=value) if missing else tensor
-
-
-def stack_rows(
-    rows: Sequence[Sequence[int]], *, pad_id: int, side: str, width: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows -> (ids, mask), padded on `side` to `width` (default: the longest row).
-
-    >>> ids, mask = stack_rows([[5, 6, 7], [8]], pad_id=0, side="right")
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
-    """
-    width = max([len(r) for r in rows] + [width or 0])
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [N, W]
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # [N, W]
-    for i, row in enumerate(rows):
-        if not row:
-            continue
-        span = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
-        ids[i, span] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask
 
 
 def append_rows(

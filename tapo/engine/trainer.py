@@ -35,7 +35,6 @@ from tapo.engine.batching import (
     append_rows,
     mark_rollouts,
     slots_per_process,
-    stack_rows,
 )
 from tapo.core import (
     ConstructedTrajectory,
@@ -52,6 +51,7 @@ from tapo.core import (
 from tapo.core.constructors import chat_prompt_ids, has_no_marker, make_constructor, prefix_fidelity
 from tapo.core.synthesis import LOCATE_TEMPLATE, SELF_TEMPLATE, correction_start_char
 from tapo.report.data import CONSTRUCTIONS_FILE
+from tapo.tensors import stack_rows
 
 # TRL 1.16's normalisation of rollout advantages: sample std, this eps (grpo_trainer.py).
 ENGINE_EPS = 1e-4

@@ -2,7 +2,7 @@
 first-pass and error-correction analysis of responses.
 
 - `metrics`: `pass_at_k` (unbiased), `maj_at_k`, `avg_at_n`, mean and std over runs.
-- `sample`: batched sampling with vLLM (CUDA) or transformers `generate`, seeded.
+- sampling itself is `tapo.sampling` (shared with the cold start, the query filter and the benchmarks).
 - `run`: `evaluate`, the resumable `tapo eval` (result.json, result.md, responses.jsonl).
 - `reflection`: marker-based detection of reflection in a response.
 - `judge`: an LLM judge behind an OpenAI-compatible endpoint (reflects / locates / fixes).

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tapo.evaluation.metrics import mean_std, run_metrics
 from tapo.evaluation.responses import append_rows, read_responses, rewrite_rows
-from tapo.evaluation.sample import Sampler, SamplingSettings, derive_seed, make_sampler, prompt_token_ids
+from tapo.sampling import Sampler, SamplingSettings, derive_seed, make_sampler, prompt_token_ids
 
 RESULT_JSON = "result.json"
 RESULT_MD = "result.md"
@@ -164,7 +164,7 @@ def evaluate(
     in memory); `on_chunk(chunk, rows)` is called after each chunk is on disk. Returns the result
     dict (the schema of result.json).
     """
-    from tapo.evaluation.sample import resolve_backend
+    from tapo.sampling import resolve_backend
 
     loaded = load_benchmarks(benchmarks, limit=limit)  # bad names and rows fail before a model is loaded
     out = Path(output_dir)
