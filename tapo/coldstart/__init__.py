@@ -3,8 +3,8 @@
 - `config`: the cold-start and filter configs (YAML + `--set`, saved with every run);
 - `build`: sample -> pair -> construct (aligned | self | splice | teacher) -> trajectory + synthesis examples;
 - `teacher`: constructions written by a model behind an OpenAI-compatible endpoint;
-- `sft`: TRL `SFTTrainer` on the examples, loss on the completion only, resumable;
-- `sampling`: chunked, seeded sampling shared with `tapo.filtering`.
+- fine-tuning on the examples (TRL's `SFTTrainer`, loss on the completion only, resumable) is
+  `tapo.engine.sft.run_sft`, beside everything else that knows TRL; sampling is `tapo.sampling`.
 
 Modules import their engines (transformers, TRL) only when called, so `import tapo.coldstart` stays light.
 """
@@ -28,7 +28,6 @@ __all__ = [
     "build_coldstart",
     "load_coldstart_config",
     "load_filter_config",
-    "run_sft",
 ]
 
 
@@ -37,8 +36,4 @@ def __getattr__(name: str):
         from tapo.coldstart.build import build_coldstart
 
         return build_coldstart
-    if name == "run_sft":
-        from tapo.engine.sft import run_sft
-
-        return run_sft
     raise AttributeError(f"module 'tapo.coldstart' has no attribute {name!r}")
