@@ -112,6 +112,7 @@ RANGES: dict[str, Check] = {
     "tapo.synthesis_temperature": above(0, " (synthesis samples)"),
     "tapo.synthesis_top_p": in_unit_interval,
     "tapo.synthesis_extra_tokens": at_least(0),
+    "tapo.splice_locate_tokens": at_least(1, " (the token budget of splice's locate call)"),
     "tapo.synthesis_template": not_empty,
     "tapo.max_construction_tokens": at_least(1),
     # TRL keys whose bad values TRL's __post_init__ lets through (they fail later, or train nothing)

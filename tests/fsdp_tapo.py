@@ -252,7 +252,8 @@ def run(args, report: Report) -> None:
                   world_size=trainer.accelerator.num_processes, full_param_numel=full_numel)
 
     # Record every HF generate call this rank makes (TRL's rollouts and TAPO's synthesis both end there);
-    # synthesis runs with max_new_tokens = max_completion_length + synthesis_extra_tokens.
+    # synthesis runs with max_new_tokens = max_completion_length + synthesis_extra_tokens, and with stop strings
+    # (which HF generate only honours with a tokenizer passed to the call).
     from transformers import GenerationMixin
     from transformers.distributed.fsdp import is_fsdp_managed_module
 
@@ -264,6 +265,8 @@ def run(args, report: Report) -> None:
         call = {"rows": int(input_ids.shape[0]) if input_ids is not None else None,
                 "max_new_tokens": config.max_new_tokens, "t": round(time.monotonic() - report.started, 2), "done": False}
         call["kind"] = "synthesis" if config.max_new_tokens != max_completion_length else "rollout"
+        call["stop_strings"] = config.stop_strings
+        call["tokenizer"] = gen_kwargs.get("tokenizer") is not None
         # what HF generate decides when synced_gpus is not passed: keep stepping until every rank is done?
         call["synced_gpus"] = gen_kwargs.get("synced_gpus", is_fsdp_managed_module(model_self) and dist.get_world_size() > 1)
         report.data["generate_calls"].append(call)

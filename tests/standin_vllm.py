@@ -19,7 +19,14 @@ The answers are DERIVED FROM THE PROMPT, so a test can tell which prompt an answ
 - splice's CONTINUE prompt gets a continuation naming `Q[<question>]`.
 
 A construction built from the wrong prompt's answer therefore names the wrong question (and, for `self`,
-does not start with its own wrong response).
+does not start with its own wrong response). The `self` and LOCATE answers go on after their last closing
+tag (`AFTER_ANSWER`), so a test sees whether the stop strings cut them there.
+
+Generation ends as vLLM ends it (`finish`): the answer's ids then eos, stopped at the eos, at the token
+whose text completes one of the request's `stop` strings (that token kept, as vLLM keeps it in
+`token_ids`; `include_stop_str_in_output` only decides whether the returned text keeps the string), or
+at `max_tokens` (then without eos). The request's `generation_kwargs` override the named parameters, as
+in TRL's client.
 
 `install(tokenizer)` (server mode) and `install_colocate(tokenizer)` (colocate mode) patch the names
 `vllm_generation` looks up: `VLLMClient`, `is_vllm_available`, and for colocate `LLM` and `SamplingParams`
@@ -38,6 +45,7 @@ from typing import Any, NamedTuple
 
 REFLECTION = "Wait, let me double-check"  # tapo.core.synthesis.REFLECTION_OPENER, written out by the stand-in
 MISSING_QUOTE = "ZZZ not in the wrong response"  # contains no character sequence a rollout answer has
+AFTER_ANSWER = "\nThat is all."  # what the self and LOCATE answers write after their last closing tag
 
 _SECTION = re.compile(r"### (?P<name>[^\n]+)\n(?P<body>.*?)(?=\n\n### |\Z)", re.S)
 _USER = re.compile(r"<\|im_start\|>user\n(?P<content>.*?)<\|im_end\|>", re.S)
@@ -104,23 +112,47 @@ class StandInModel:
             negative = sections["Wrong response"]
             return kind, (
                 f"<analysis>mistake in {mark}</analysis><reconstruction>{negative} {REFLECTION}. "
-                f"{mark} so the answer is \\boxed{{{_digit(question)}}}.</reconstruction>"
+                f"{mark} so the answer is \\boxed{{{_digit(question)}}}.</reconstruction>{AFTER_ANSWER}"
             )
         if kind == "locate":
             self.locates += 1
             negative = sections["Wrong response"]
             missing = self.quote_not_found_every > 0 and self.locates % self.quote_not_found_every == 0
             quote = MISSING_QUOTE if missing else negative[:20]
-            return kind, f"<quote>{quote}</quote><analysis>{mark}</analysis>"
+            return kind, f"<quote>{quote}</quote><analysis>{mark}</analysis>{AFTER_ANSWER}"
         # continue: the prompt ends with y-'s kept prefix and the reflection opener; carry on after it
         return kind, f". {mark} so the answer is \\boxed{{{_digit(question)}}}."
 
-    def complete(self, prompt_ids: list[int], index: int, max_tokens: int | None) -> tuple[str, list[int]]:
-        """(kind, completion ids): the answer + eos, cut to `max_tokens` (a cut completion has no eos)."""
+    def complete(self, prompt_ids: list[int], index: int, max_tokens: int | None, stop=None,
+                 include_stop_str_in_output: bool = False) -> tuple[str, list[int], str]:
+        """(kind, completion ids, completion text): the answer + eos, ended as vLLM ends it (`finish`)."""
         text = self.tokenizer.decode(list(prompt_ids), skip_special_tokens=False)
         kind, answer = self.answer_text(text, index)
         ids = list(self.tokenizer.encode(answer, add_special_tokens=False)) + [self.tokenizer.eos_token_id]
-        return kind, ids[:max_tokens] if max_tokens is not None else ids
+        ids, text = finish(self.tokenizer, ids, max_tokens=max_tokens, stop=stop,
+                           include_stop_str_in_output=include_stop_str_in_output)
+        return kind, ids, text
+
+
+def finish(tokenizer, ids: list[int], *, max_tokens: int | None, stop=None,
+           include_stop_str_in_output: bool = False) -> tuple[list[int], str]:
+    """(token ids, text) of a completion that would be `ids`, ended as vLLM's engine ends it.
+
+    Token by token: an eos ends it (kept); else a stop string in the text so far ends it, the token
+    that completed it kept in the ids, the text cut before the string (or after it, with
+    `include_stop_str_in_output`); else `max_tokens` ends it, without eos.
+    """
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    end = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+    if tokenizer.eos_token_id in ids[:end]:
+        end = ids.index(tokenizer.eos_token_id) + 1
+    for k in range(1, end + 1) if stops else ():
+        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        found = [(text.find(s), s) for s in stops if s in text]
+        if found:
+            at, string = min(found)
+            return ids[:k], text[: at + len(string)] if include_stop_str_in_output else text[:at]
+    return ids[:end], tokenizer.decode(ids[:end], skip_special_tokens=True)
 
 
 _settings: dict[str, Any] = {"tokenizer": None, "quote_not_found_every": 0}
@@ -132,10 +164,13 @@ def _model() -> StandInModel:
     return StandInModel(_settings["tokenizer"], quote_not_found_every=_settings["quote_not_found_every"])
 
 
-def _record(prompts, kinds, n, max_tokens, temperature, top_p) -> dict:
+def _record(prompts, kinds, n, max_tokens, temperature, top_p, *, stop, include_stop_str_in_output,
+            completions) -> dict:
     return {
         "prompts": [list(map(int, p)) for p in prompts], "kinds": kinds, "n": n,
         "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+        "stop": list(stop) if stop else None, "include_stop_str_in_output": include_stop_str_in_output,
+        "completions": [list(map(int, c)) for c in completions],
     }
 
 
@@ -190,13 +225,17 @@ class StandInVLLMClient:
         """`n` completions per prompt, prompt-major, in the real client's return format."""
         if features is not None:
             raise NotImplementedError("the stand-in answers text prompts only")
+        params = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                  "stop": None, "include_stop_str_in_output": False, **(generation_kwargs or {})}
+        ending = {k: params[k] for k in ("stop", "include_stop_str_in_output")}
         kinds, completion_ids = [], []
         for prompt in prompts:
-            for i in range(n):
-                kind, ids = self.model.complete(prompt, i, max_tokens)
+            for i in range(params["n"]):
+                kind, ids, _ = self.model.complete(prompt, i, params["max_tokens"], **ending)
                 completion_ids.append(ids)
             kinds.append(kind)
-        self.calls.append(_record(prompts, kinds, n, max_tokens, temperature, top_p))
+        self.calls.append(_record(prompts, kinds, params["n"], params["max_tokens"], params["temperature"],
+                                  params["top_p"], completions=completion_ids, **ending))
         return {
             "prompt_ids": [list(p) for p in prompts],
             "completion_ids": completion_ids,
@@ -216,10 +255,13 @@ class Logprob(NamedTuple):
 
 
 class StandInSamplingParams:
-    """`vllm.SamplingParams`: TRL builds it with n, temperature, top_p, max_tokens, logprobs, ..."""
+    """`vllm.SamplingParams`: TRL builds it with n, temperature, top_p, max_tokens, logprobs, ... and its
+    generation_kwargs (where TAPO puts `stop` and `include_stop_str_in_output`)."""
 
-    def __init__(self, n: int = 1, max_tokens: int | None = 16, temperature: float = 1.0, top_p: float = 1.0, **kwargs):
+    def __init__(self, n: int = 1, max_tokens: int | None = 16, temperature: float = 1.0, top_p: float = 1.0,
+                 stop=None, include_stop_str_in_output: bool = False, **kwargs):
         self.n, self.max_tokens, self.temperature, self.top_p = n, max_tokens, temperature, top_p
+        self.stop, self.include_stop_str_in_output = stop, include_stop_str_in_output
         self.kwargs = kwargs
 
 
@@ -259,22 +301,26 @@ class StandInLLM:
 
     def generate(self, prompts, sampling_params=None, use_tqdm=False, **kwargs):
         params = sampling_params or StandInSamplingParams()
+        ending = {"stop": params.stop, "include_stop_str_in_output": params.include_stop_str_in_output}
         seen: Counter = Counter()
-        outputs, kinds, token_lists = [], [], []
+        outputs, kinds, token_lists, generated = [], [], [], []
         for prompt in prompts:
             ids = list(prompt["prompt_token_ids"])
             key = tuple(ids)
             completions = []
             for _ in range(params.n):
-                kind, completion = self.standin.complete(ids, seen[key], params.max_tokens)
+                kind, completion, text = self.standin.complete(ids, seen[key], params.max_tokens, **ending)
                 seen[key] += 1
+                generated.append(completion)
                 completions.append(SimpleNamespace(
-                    token_ids=completion, logprobs=[{t: Logprob(self.standin.logprob, 1)} for t in completion],
+                    token_ids=completion, text=text,
+                    logprobs=[{t: Logprob(self.standin.logprob, 1)} for t in completion],
                 ))
             kinds.append(kind)
             token_lists.append(ids)
             outputs.append(SimpleNamespace(prompt_token_ids=ids, outputs=completions))
-        self.calls.append(_record(token_lists, kinds, params.n, params.max_tokens, params.temperature, params.top_p))
+        self.calls.append(_record(token_lists, kinds, params.n, params.max_tokens, params.temperature, params.top_p,
+                                  completions=generated, **ending))
         return outputs
 
     def reset_prefix_cache(self) -> None:

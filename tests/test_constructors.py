@@ -11,7 +11,9 @@ from tapo.core.constructors import (
     AlignedConstructor,
     SelfConstructor,
     SpliceConstructor,
+    PHASE_STOPS,
     chat_prompt_ids,
+    cut_after_stop,
     find_reflection,
     has_no_marker,
     make_constructor,
@@ -37,19 +39,22 @@ def tok():
 
 
 class ScriptedGenerate:
-    """A GenerateFn that records each call's prompts and answers from a script, one list per call.
+    """A GenerateFn that records each call's prompts and phase and answers from a script, one list per call.
 
-    A scripted completion is a string (encoded, then eos appended) or a list of ids (used as is).
+    A scripted completion is a string (encoded, then eos appended) or a list of ids (used as is). A
+    call past the end of the script must have no prompt (it gets no answer).
     """
 
     def __init__(self, tokenizer, *script):
         self.tokenizer = tokenizer
         self.script = list(script)
         self.calls: list[list[list[int]]] = []
+        self.phases: list[str | None] = []
 
-    def __call__(self, prompts):
+    def __call__(self, prompts, phase=None):
         self.calls.append([list(p) for p in prompts])
-        answers = self.script[len(self.calls) - 1]
+        self.phases.append(phase)
+        answers = self.script[len(self.calls) - 1] if len(self.calls) <= len(self.script) else []
         assert len(answers) == len(prompts), f"call {len(self.calls)}: scripted {len(answers)}, got {len(prompts)}"
         return [self.ids(a) for a in answers]
 
@@ -221,14 +226,66 @@ def test_self_batch_is_one_call_in_order_with_unparsed_failures(tok):
 
 def test_call_count_does_not_depend_on_the_data(tok):
     # distributed generation needs every process to make the same calls, even one with no pairs
-    generate = ScriptedGenerate(tok, [], [], [])
+    generate = ScriptedGenerate(tok)
     assert SelfConstructor(tokenizer=tok, generate=generate).construct([]) == [] and generate.calls == [[]]
-    assert SpliceConstructor(tokenizer=tok, generate=generate).construct([]) == [] and generate.calls == [[], [], []]
+    assert SpliceConstructor(tokenizer=tok, generate=generate).construct([]) == [] and generate.calls == [[]] * 4
+    assert generate.phases == ["synthesis", "locate", "continuation", "synthesis"]
+    dropping = ScriptedGenerate(tok)
+    assert SpliceConstructor(tokenizer=tok, generate=dropping, fallback="drop").construct([]) == []
+    assert dropping.calls == [[], []] and dropping.phases == ["locate", "continuation"]
+
+
+def test_each_call_names_its_phase(tok):
+    """The generator gives each phase its budget and stop: self asks "synthesis"; splice asks "locate" for
+    every pair, "continuation" for those it located, and "synthesis" for its self fallbacks."""
+    generate = ScriptedGenerate(tok, [synthesis(f"{LINE1}\n{FIX}")] * 2)
+    SelfConstructor(tokenizer=tok, generate=generate).construct([request(tok), request(tok, query="q1")])
+    assert generate.phases == ["synthesis"] and [len(c) for c in generate.calls] == [2]
+
+    absent = "<quote>Step 2: 19 * 3 = 60</quote><analysis>?</analysis>"
+    generate = ScriptedGenerate(tok, [LOCATE, absent, LOCATE], [CONTINUATION] * 2, [synthesis(f"{LINE1}\n{FIX}")])
+    results = SpliceConstructor(tokenizer=tok, generate=generate).construct(
+        [request(tok, query=q) for q in ("found", "missing", "found too")])
+    assert generate.phases == ["locate", "continuation", "synthesis"]
+    assert [len(c) for c in generate.calls] == [3, 2, 1]
+    assert [r.strategy for r in results] == ["splice", "self", "splice"]
+    assert "<reconstruction>" in generate.prompt_text(2, 0)  # the fallback's prompt is the self synthesis prompt
+    assert set(PHASE_STOPS) == {"synthesis", "locate", "continuation"}
+    assert (PHASE_STOPS["synthesis"], PHASE_STOPS["locate"], PHASE_STOPS["continuation"]) == (
+        ("</reconstruction>",), ("</analysis>",), ())
+
+
+def test_cut_after_stop_keeps_the_token_that_completes_the_string():
+    """As HF generate and vLLM stop: the token completing the stop string is kept even when it runs past
+    the string's end; what follows it (HF pads finished rows) is dropped. (Mirrors the docstring.)"""
+    tok = CharTokenizer("<a>", "</a", ">!", "?")
+    ids = [100, tok.encode("x", add_special_tokens=False)[0], 101, 102, 103]  # "<a>", "x", "</a", ">!", "?"
+    assert cut_after_stop(tok, ids, ("</a>",)) == ids[:4]
+    assert cut_after_stop(tok, ids + [tok.eos_token_id, tok.eos_token_id], ("</a>",)) == ids[:4]
+    assert cut_after_stop(tok, ids, ("</b>",)) == ids  # no stop string: untouched
+    assert cut_after_stop(tok, ids, ("?", "</a>")) == ids[:4]  # the earliest stop string ends it
+    assert cut_after_stop(tok, ids, ()) == ids
+
+
+def test_a_synthesis_stopped_at_its_closing_tag_is_complete(tok):
+    """Generation stopped right after </reconstruction> (no eos) is a closed reconstruction, not a truncated one."""
+    stopped = tok.encode(synthesis(f"{LINE1}\n{FIX}"), add_special_tokens=False)  # ends with </reconstruction>
+    assert tok.decode(stopped).endswith(PHASE_STOPS["synthesis"][0])
+    [result] = SelfConstructor(tokenizer=tok, generate=ScriptedGenerate(tok, [stopped])).construct([request(tok)])
+    assert isinstance(result, ConstructedTrajectory) and result.extra["truncated"] is False
+    assert result.token_ids[-1] == tok.eos_token_id and result.generated_tokens == len(stopped)
+
+
+def test_a_locate_stopped_after_its_analysis_is_read(tok):
+    stopped = tok.encode(LOCATE, add_special_tokens=False)  # ends with </analysis>, no eos
+    generate = ScriptedGenerate(tok, [stopped], [CONTINUATION])
+    [result] = SpliceConstructor(tokenizer=tok, generate=generate).construct([request(tok)])
+    assert result.strategy == "splice" and result.analysis == "19 * 3 is 57, not 56."
 
 
 def test_generate_returning_the_wrong_count_is_an_error(tok):
-    constructor = SelfConstructor(tokenizer=tok, generate=lambda prompts: [])
-    with pytest.raises(ValueError, match="0 completions for 1 self synthesis prompts"):
+    constructor = SelfConstructor(tokenizer=tok, generate=lambda prompts, phase=None: [])
+    with pytest.raises(ValueError, match="0 completions for 1 synthesis prompts"):
         constructor.construct([request(tok)])
 
 
@@ -259,8 +316,8 @@ def test_splice_keeps_exactly_the_negative_ids_up_to_the_quote(tok):
     assert result.text == f"{LINE1}\n{LINE2} Wait, let me double-check{CONTINUATION}"
     assert result.analysis == "19 * 3 is 57, not 56."
     assert result.extra == {"quote": LINE2, "truncated": False}
-    # two phases, one call each; generated tokens are the sum of both
-    assert len(generate.calls) == 2
+    # locate, continuation, and the (empty) self-fallback call; generated tokens are locate + continuation
+    assert generate.phases == ["locate", "continuation", "synthesis"] and generate.calls[2] == []
     assert result.generated_tokens == len(generate.ids(LOCATE)) + len(body) + 1
     # phase 2 continues the chat-templated CONTINUE prompt from y-'s own ids and the opener
     cont_text = build_continue_prompt(question=req.question, positive=req.positive_text, analysis=result.analysis)
@@ -319,17 +376,17 @@ def test_splice_empty_continuation_is_a_failure(tok):
     assert result.generated_tokens == len(generate.ids(LOCATE)) + 1
 
 
-def test_splice_falls_back_to_self_in_the_same_second_call(tok):
+def test_splice_falls_back_to_self_in_a_synthesis_call(tok):
     requests = [request(tok, query="found"), request(tok, query="missing"), request(tok, query="garbled")]
     absent = "<quote>Step 2: 19 * 3 = 60</quote><analysis>?</analysis>"
     reconstruction = f"{LINE1}\n{FIX}"
     generate = ScriptedGenerate(
-        tok, [LOCATE, absent, "no tags at all"], [CONTINUATION, synthesis(reconstruction), "still no tags"]
+        tok, [LOCATE, absent, "no tags at all"], [CONTINUATION], [synthesis(reconstruction), "still no tags"]
     )
     results = SpliceConstructor(tokenizer=tok, generate=generate).construct(requests)
 
-    assert len(generate.calls) == 2 and len(generate.calls[1]) == 3
-    assert "<reconstruction>" in generate.prompt_text(1, 1) and "<reconstruction>" in generate.prompt_text(1, 2)
+    assert generate.phases == ["locate", "continuation", "synthesis"] and len(generate.calls[2]) == 2
+    assert "<reconstruction>" in generate.prompt_text(2, 0) and "<reconstruction>" in generate.prompt_text(2, 1)
     assert [r.pair.query_id for r in results] == ["found", "missing", "garbled"]
     found, missing, garbled = results
     assert found.strategy == "splice" and "fallback" not in found.extra
@@ -348,6 +405,7 @@ def test_splice_drop_fails_without_fallback_prompts(tok):
         [request(tok, query="a"), request(tok, query="b")]
     )
     assert len(generate.calls) == 2 and generate.calls[1] == []  # phase 2 still runs, with nothing to continue
+    assert generate.phases == ["locate", "continuation"]  # no fallback, so no synthesis call
     assert [(r.pair.query_id, r.reason, r.strategy) for r in results] == [
         ("a", "quote_not_found", "splice"),
         ("b", "unparsed", "splice"),
@@ -494,7 +552,7 @@ def test_every_templated_prompt_takes_the_chat_template_arguments(tok, strategy)
     script = [[synthesis(f"{LINE1}\n{FIX}")]] if strategy == "self" else [[LOCATE], [CONTINUATION]]
     generate = ScriptedGenerate(tok, *script)
     make_constructor(strategy, tokenizer=tok, generate=generate, chat_template_kwargs=kwargs).construct([request(tok)])
-    assert len(generate.calls) == len(script)
-    for call in generate.calls:
+    assert [len(call) for call in generate.calls[: len(script)]] == [1] * len(script)
+    for call in generate.calls[: len(script)]:
         text = tok.decode(call[0], skip_special_tokens=False)
         assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in text  # the thinking switch was honoured

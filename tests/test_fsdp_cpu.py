@@ -70,6 +70,13 @@ def check_sharded_step(code, output, reports, *, distributed_type: str) -> None:
     assert calls[0] == calls[1], where(reports)
     assert all(c["done"] for r in reports for c in r["generate_calls"])
     assert any(kind == "synthesis" for kind, _ in calls[0]), "no synthesis generation ran: the test did not exercise construction"
+    # Stop strings reach the sharded model's generate with the tokenizer they need, for synthesis calls only.
+    for r in reports:
+        for c in r["generate_calls"]:
+            if c["kind"] == "synthesis":
+                assert c["stop_strings"] in (["</reconstruction>"], ["</analysis>"]) and c["tokenizer"], c
+            else:
+                assert c["stop_strings"] is None and not c["tokenizer"], c
 
 
 @pytest.mark.parametrize("version", ["2", "1"])

@@ -41,6 +41,9 @@ TIMEOUT_S = 300
 VLLM_SERVER = ("use_vllm=true", "vllm_mode=server", "max_steps=2", "synthesis_extra_tokens=184")
 VLLM_COLOCATE_TP2 = ("use_vllm=true", "vllm_mode=colocate", "vllm_tensor_parallel_size=2", "max_steps=2",
                      "synthesis_extra_tokens=184")
+# A splice continuation's budget is a rollout's (max_completion_length): the stand-in's continuation (~30 tokens)
+# must fit it, as must its locate answer (~50 tokens) the locate budget.
+SPLICE_BUDGETS = ("max_completion_length=40", "splice_locate_tokens=64")
 
 
 def sets(*items: str) -> list[str]:
@@ -156,14 +159,23 @@ def assert_own_pairs(run: Run) -> None:
 
 
 def assert_synthesis_sampling(run: Run, report: dict) -> None:
-    """Calls carrying synthesis prompts reach vLLM with TAPO's synthesis sampling (`_synthesis_sampling`)."""
+    """Calls carrying construction prompts reach vLLM with the synthesis temperature and top-p and their phase's
+    budget and stop strings (`_synthesis_sampling`): self synthesis max_completion_length + synthesis_extra_tokens,
+    stop after </reconstruction>; splice locate splice_locate_tokens, stop after </analysis>; splice continuation
+    max_completion_length, no stop. Rollout calls carry no stop."""
     args = run.main["args"]
-    expected = (args["max_completion_length"] + args["synthesis_extra_tokens"], args["synthesis_temperature"],
-                args["synthesis_top_p"])
+    mcl, sampling = args["max_completion_length"], (args["synthesis_temperature"], args["synthesis_top_p"])
+    phases = {"self": (mcl + args["synthesis_extra_tokens"], ["</reconstruction>"]),
+              "locate": (args["splice_locate_tokens"], ["</analysis>"]), "continue": (mcl, None)}
     synthesis = [c for c in report["standin_calls"] if set(c["kinds"]) - {"rollout"}]
     assert synthesis, f"rank {report['rank']}: no synthesis prompt reached the vLLM stand-in"
     for call in synthesis:
-        assert (call["max_tokens"], call["temperature"], call["top_p"]) == expected, call["kinds"]
+        [kind] = set(call["kinds"]) - {"rollout"}  # a call is one phase (dummy padding prompts read as rollouts)
+        assert (call["max_tokens"], call["stop"]) == phases[kind], call["kinds"]
+        assert (call["temperature"], call["top_p"]) == sampling, call["kinds"]
+    for call in report["standin_calls"]:
+        if set(call["kinds"]) == {"rollout"}:  # a rollout call (a construction call holds some real prompt)
+            assert call["stop"] is None and call["max_tokens"] == mcl, call
 
 
 @pytest.mark.parametrize("mode", ["server", "colocate-tp2"])
@@ -179,20 +191,21 @@ def test_self_constructions_come_from_their_own_pair(tmp_path, mode):
 
 def test_splice_with_self_fallback_comes_from_its_own_pair(tmp_path):
     run = launch(tmp_path, "--quote-not-found-every", "3",
-                 *sets("construction=splice", "splice_fallback=self", *VLLM_SERVER))
+                 *sets("construction=splice", "splice_fallback=self", *VLLM_SERVER, *SPLICE_BUDGETS))
     assert_finished(run)
     assert_unequal_pair_counts(run)
     strategies = {(r["strategy"], r["extra"].get("fallback")) for r in run.constructions}
     assert ("splice", None) in strategies and ("self", "self") in strategies, (
         f"expected both spliced and self-fallback constructions, got {strategies}"
     )
+    assert_synthesis_sampling(run, run.main)
     assert_own_pairs(run)
 
 
 def test_splice_with_drop_fallback_comes_from_its_own_pair(tmp_path):
     """A dropped locate leaves a process with fewer continuation prompts than another: the same slicing case."""
     run = launch(tmp_path, "--quote-not-found-every", "3",
-                 *sets("construction=splice", "splice_fallback=drop", *VLLM_SERVER))
+                 *sets("construction=splice", "splice_fallback=drop", *VLLM_SERVER, *SPLICE_BUDGETS))
     assert_finished(run)
     assert_unequal_pair_counts(run)
     requested = sum(sum(c) for c in run.pairs_per_process().values())
@@ -200,6 +213,7 @@ def test_splice_with_drop_fallback_comes_from_its_own_pair(tmp_path):
         f"{len(run.constructions)} constructions for {requested} pairs: expected some dropped, some built"
     )
     assert all(r["strategy"] == "splice" for r in run.constructions)
+    assert_synthesis_sampling(run, run.main)
     assert_own_pairs(run)
 
 

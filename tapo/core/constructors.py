@@ -12,9 +12,13 @@ One interface, several strategies (DESIGN.md section 3):
 
 Every constructor takes a batch of `ConstructionRequest`s and returns one result per request, in
 order: a `ConstructedTrajectory` or a `ConstructionFailure` (never silently dropped). Model
-strategies call `generate` exactly once per phase for the whole batch -- `self` once, `splice`
-twice, `aligned` never -- also with an empty prompt list, so that every process of a distributed
-run makes the same generation calls whatever its data.
+strategies call `generate(prompts, phase=...)` exactly once per phase for the whole batch -- `self`
+once ("synthesis"); `splice` "locate", then "continuation", then with fallback "self" a
+"synthesis" call for the pairs whose quote was not found; `aligned` never -- also with an empty
+prompt list, so that every process of a distributed run makes the same generation calls whatever its
+data. The phase tells the generator which token budget to give the call (the core knows none) and
+which strings end its answers (`PHASE_STOPS`: a `self` answer is complete at `</reconstruction>`, a
+locate answer at `</analysis>`, a continuation only at eos).
 
 Tokenizers are duck-typed; only these are used: `apply_chat_template(messages, tokenize=False,
 add_generation_prompt=True, **chat_template_kwargs)`, `encode(text, add_special_tokens=False)`,
@@ -24,8 +28,9 @@ Every prompt a constructor templates takes the rollouts' `chat_template_kwargs` 
 `enable_thinking: false` must reach synthesis prompts too). A completion ends at any of the
 model's eos ids (`eos_token_ids`; Qwen3 declares two); one that did not end within its budget
 (`self`: a reconstruction left unclosed; `splice`: a continuation with no eos) is a failure with
-reason "truncated", unless `keep_truncated`, which keeps it without an appended eos, marked
-`extra["truncated"]`, as TRL keeps a truncated rollout.
+reason "truncated" (a `self` synthesis stopped right after `</reconstruction>` is closed, so
+complete, with or without an eos), unless `keep_truncated`, which keeps it without an appended eos,
+marked `extra["truncated"]`, as TRL keeps a truncated rollout.
 
 Character positions are mapped to token boundaries through decoded prefixes: with L(k) =
 len(decode(ids[:k])), `tokens_covering(end)` is the smallest k with L(k) >= end and
@@ -37,12 +42,15 @@ boundary that crosses `end`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 from tapo.core.synthesis import (
+    LOCATE_STOP,
     REFLECTION_OPENER,
+    SELF_STOP,
     SELF_TEMPLATE,
     build_continue_prompt,
     build_locate_prompt,
@@ -55,8 +63,29 @@ from tapo.core.synthesis import (
 )
 from tapo.core.types import ConstructedTrajectory, ConstructionFailure, ConstructionRequest
 
-GenerateFn = Callable[[list[list[int]]], list[list[int]]]
-"""Prompt token ids (one list per prompt, no padding) -> generated token ids (may end with eos)."""
+PHASES = ("synthesis", "locate", "continuation")
+
+PHASE_STOPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "synthesis": (SELF_STOP,),  # a `self` synthesis (also splice's self fallback)
+    "locate": (LOCATE_STOP,),  # splice's quote and diagnosis
+    "continuation": (),  # splice's continuation of y-'s kept prefix: it ends at eos
+})
+"""The strings after which a phase's answer is complete: generation may stop right after one."""
+
+
+class GenerateFn(Protocol):
+    """Prompt token ids (one list per prompt, no padding) -> generated token ids, one list per prompt.
+
+    `phase` (one of `PHASES`) names what the call is for: "synthesis" (a `self` synthesis, also
+    splice's self fallback), "locate" (splice's quote and diagnosis) or "continuation" (splice's
+    continuation). The generator gives each phase its own token budget and may stop a completion
+    right after one of `PHASE_STOPS[phase]` (keeping the token that completes it, as HF generate and
+    vLLM do; see `cut_after_stop`); a completion that ended by itself ends with an eos id. A generator
+    that treats every phase alike takes `phase=None` and ignores it.
+    """
+
+    def __call__(self, prompts: list[list[int]], *, phase: str) -> list[list[int]]: ...
+
 
 Result = ConstructedTrajectory | ConstructionFailure
 
@@ -152,6 +181,20 @@ def tokens_within(tokenizer: Any, ids: Sequence[int], end: int) -> int:
     return lo
 
 
+def cut_after_stop(tokenizer: Any, ids: Sequence[int], stops: Sequence[str]) -> list[int]:
+    """`ids` up to the token that completes the first stop string in their text; all of them without one.
+
+    What HF generate and vLLM do when a stop string ends a completion: the completing token is kept
+    even when it runs past the string's end, and nothing after it is (HF pads the finished rows of a
+    batch until the last one ends). With tokens "<a>", "x", "</a", ">!", "?" and stops ("</a>",),
+    the first four are kept (mirrored in tests/test_constructors.py).
+    """
+    ids = list(ids)
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    ends = [text.find(stop) + len(stop) for stop in stops if stop and stop in text]
+    return ids[: tokens_covering(tokenizer, ids, min(ends))] if ends else ids
+
+
 def find_reflection(text: str, *, start: int = 0, markers: Sequence[str] = REFLECTION_MARKERS) -> re.Match | None:
     """The first reflection marker in `text` that begins at or after the word containing `start`.
 
@@ -218,12 +261,12 @@ def _over_budget(ids: Sequence[int], limit: int | None) -> bool:
 
 
 def _call(generate: GenerateFn, prompts: list[list[int]], *, phase: str) -> list[list[int]]:
-    """One batched generate call, checked: one completion per prompt.
+    """One batched generate call for `phase`, checked: one completion per prompt.
 
     Made even when `prompts` is empty: with distributed generation (vLLM) every process must make
     the same calls, so the number of calls depends only on the strategy, never on the data.
     """
-    completions = generate(prompts)
+    completions = generate(prompts, phase=phase)
     if len(completions) != len(prompts):
         raise ValueError(f"generate returned {len(completions)} completions for {len(prompts)} {phase} prompts")
     return [list(c) for c in completions]
@@ -310,7 +353,7 @@ class SelfConstructor:
 
     def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
         """One generate call for the batch, then parse each completion."""
-        completions = _call(self.generate, self.prompts(requests), phase="self synthesis")
+        completions = _call(self.generate, self.prompts(requests), phase="synthesis")
         return [self.finish(r, c) for r, c in zip(requests, completions)]
 
 
@@ -330,21 +373,23 @@ class _Located:
 class SpliceConstructor:
     """Locate y-'s first mistake, keep y-'s own ids up to there, and let the policy continue.
 
-    Phase 1 (one generate call): the LOCATE prompt -> `parse_locate` -> (quote, analysis);
+    Phase "locate" (one generate call): the LOCATE prompt -> `parse_locate` -> (quote, analysis);
     `find_quote_end` finds where the quote ends in decode(y- ids), and the cut is the smallest k
     with len(decode(ids[:k])) >= that end (`tokens_covering`), so the kept prefix is exactly
-    y-'s ids[:k] and covers the whole quote. Phase 2 (one generate call): chat(CONTINUE prompt) +
-    ids[:k] + encode(opener), where opener = `seed_reflection(prefix)` (" Wait, let me
+    y-'s ids[:k] and covers the whole quote. Phase "continuation" (one call): chat(CONTINUE
+    prompt) + ids[:k] + encode(opener), where opener = `seed_reflection(prefix)` (" Wait, let me
     double-check"); y_ref = ids[:k] + opener ids + completion up to its eos, then one eos. A
     completion that stopped without any eos id hit its budget: a failure "truncated", or with
     `keep_truncated` kept without an eos, extra["truncated"] = True. prefix_tokens =
     reflection_start = k; generated_tokens = locate + continuation tokens.
 
     Requests whose locate output does not parse ("unparsed") or whose quote is not in y-
-    ("quote_not_found") go to the `self` strategy when fallback="self" -- their synthesis prompts
-    ride in the phase-2 call, so the batch still takes two calls -- and come back with
-    strategy "self", extra["fallback"] = "self", extra["locate_failure"] = the reason, and the
-    locate tokens added to generated_tokens. With fallback="drop" they are failures with that reason.
+    ("quote_not_found") go to the `self` strategy when fallback="self": their synthesis prompts go
+    in a third call, phase "synthesis" (so they get the `self` budget and stop; made whenever
+    fallback="self", with no prompt if need be), and they come back with strategy "self",
+    extra["fallback"] = "self", extra["locate_failure"] = the reason, and the locate tokens added to
+    generated_tokens. With fallback="drop" they are failures with that reason, and there is no
+    third call.
     """
 
     strategy: ClassVar[str] = "splice"
@@ -423,7 +468,7 @@ class SpliceConstructor:
         )
 
     def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
-        """Locate (one call), then continuation and any self fallbacks together (one call)."""
+        """Locate, continuation, then (fallback "self") the fallbacks' synthesis: one call each."""
         requests = list(requests)
         prompts = [
             chat_prompt_ids(
@@ -433,10 +478,15 @@ class SpliceConstructor:
             )
             for r in requests
         ]
-        locate_completions = _call(self.generate, prompts, phase="splice locate")
+        locate_completions = _call(self.generate, prompts, phase="locate")
         located = [self.locate(r, i, c) for i, (r, c) in enumerate(zip(requests, locate_completions))]
         results: list[Result | None] = [None] * len(requests)
         to_continue = [x for x in located if isinstance(x, _Located)]
+        continuations = _call(
+            self.generate, [self.continue_prompt(requests[x.index], x) for x in to_continue], phase="continuation"
+        )
+        for x, completion in zip(to_continue, continuations):
+            results[x.index] = self.finish(requests[x.index], x, completion)
         failed = [i for i, x in enumerate(located) if isinstance(x, str)]
         if self.fallback == "drop":
             for i in failed:
@@ -447,7 +497,7 @@ class SpliceConstructor:
                     generated_tokens=len(locate_completions[i]),
                     raw_output=self.tokenizer.decode(locate_completions[i], skip_special_tokens=True),
                 )
-            failed = []
+            return results  # type: ignore[return-value]  # every slot is filled above
         fallback = SelfConstructor(
             tokenizer=self.tokenizer,
             generate=self.generate,
@@ -458,12 +508,8 @@ class SpliceConstructor:
             keep_truncated=self.keep_truncated,
             max_tokens=self.max_tokens,
         )
-        phase2 = [self.continue_prompt(requests[x.index], x) for x in to_continue]
-        phase2 += fallback.prompts([requests[i] for i in failed])
-        completions = _call(self.generate, phase2, phase="splice continue / self fallback")
-        for x, completion in zip(to_continue, completions):
-            results[x.index] = self.finish(requests[x.index], x, completion)
-        for i, completion in zip(failed, completions[len(to_continue) :]):
+        syntheses = _call(self.generate, fallback.prompts([requests[i] for i in failed]), phase="synthesis")
+        for i, completion in zip(failed, syntheses):
             result = fallback.finish(requests[i], completion)
             spent = len(locate_completions[i]) + result.generated_tokens
             if isinstance(result, ConstructedTrajectory):

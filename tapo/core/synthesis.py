@@ -11,6 +11,9 @@ Two strategies use these pieces:
 
 Templates use `string.Template` placeholders ($question, $negative, $positive, $analysis), so the
 braces of \boxed{} need no escaping; a literal dollar sign in a template is written $$.
+
+Each format's answer is complete at its last closing tag (`SELF_STOP`, `LOCATE_STOP`): nothing the
+model writes after it is read, so generation may stop there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 REFLECTION_OPENER = "Wait, let me double-check"
+SELF_STOP = "</reconstruction>"  # a `self` answer is <analysis>...</analysis><reconstruction>...</reconstruction>
+LOCATE_STOP = "</analysis>"  # a LOCATE answer is <quote>...</quote><analysis>...</analysis>
 
 SELF_TEMPLATE = r"""You are an expert reviewer of math solutions, and you also write in the voice of the student whose work you review.
 

@@ -48,8 +48,22 @@ from tapo.core import (
     select_construction_pairs,
     trained_from,
 )
-from tapo.core.constructors import chat_prompt_ids, has_no_marker, make_constructor, prefix_fidelity
-from tapo.core.synthesis import LOCATE_TEMPLATE, SELF_TEMPLATE, correction_start_char
+from tapo.core.constructors import (
+    PHASE_STOPS,
+    PHASES,
+    chat_prompt_ids,
+    cut_after_stop,
+    has_no_marker,
+    make_constructor,
+    prefix_fidelity,
+)
+from tapo.core.synthesis import (
+    CONTINUE_TEMPLATE,
+    LOCATE_TEMPLATE,
+    REFLECTION_OPENER,
+    SELF_TEMPLATE,
+    correction_start_char,
+)
 from tapo.report.data import CONSTRUCTIONS_FILE
 from tapo.tensors import stack_rows
 
@@ -85,7 +99,14 @@ class TAPOConfig(GRPOConfig):
     synthesis_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of synthesis."})
     synthesis_top_p: float = field(default=0.95, metadata={"help": "Top-p of synthesis."})
     synthesis_extra_tokens: int = field(
-        default=512, metadata={"help": "Synthesis may generate max_completion_length + this many tokens."}
+        default=512,
+        metadata={"help": "A `self` synthesis (also splice's self fallback) may generate max_completion_length + "
+                          "this many tokens; it stops right after </reconstruction>."},
+    )
+    splice_locate_tokens: int = field(
+        default=128,
+        metadata={"help": "splice: the token budget of the locate call (quote and diagnosis), which stops right "
+                          "after </analysis>. The continuation's budget is max_completion_length."},
     )
     synthesis_template: str | None = field(
         default=None, metadata={"help": "Path of a custom `self` synthesis template ($question, $negative, $positive)."}
@@ -110,6 +131,15 @@ class TAPOConfig(GRPOConfig):
         metadata={"help": "Drop (and count) constructed trajectories longer than this many tokens: caps the width "
                           "constructed rows add to a micro-batch. None: no cap beyond the synthesis budget."},
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        value = self.splice_locate_tokens
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"splice_locate_tokens must be a positive integer (the token budget of splice's locate call), "
+                f"got {value!r}"
+            )
 
 
 def tapo_option_names() -> set[str]:
@@ -478,67 +508,149 @@ class TAPOTrainer(GRPOTrainer):
         )
         return logps, entropies
 
-    def _synthesis_generate(self, prompt_ids: list[list[int]]) -> list[list[int]]:
-        """The constructors' GenerateFn: the parent's generation path with synthesis sampling.
+    def _synthesis_generate(self, prompt_ids: list[list[int]], *, phase: str) -> list[list[int]]:
+        """The constructors' GenerateFn: the parent's generation path with the sampling of `phase`.
 
         Every process passes the same number of prompts (the largest local count, padded with a
         dummy prompt whose output is dropped), and calls generation even with no prompt of its own,
         unless no process has any: TRL's vLLM server path gathers prompts and slices the results
-        back by the local count, and ZeRO-3/FSDP generation gathers parameters collectively.
+        back by the local count, and ZeRO-3/FSDP generation gathers parameters collectively. A phase
+        with stop strings gets its completions cut right after the first one (`cut_after_stop`:
+        HF generate pads a batch's finished rows; vLLM already ends at the completing token).
         """
+        budget, stops = self._phase_sampling(phase)
         most = max(gather_object([len(prompt_ids)]))
         if most == 0:
             return []
         padded = list(prompt_ids) + [self._dummy_prompt_ids] * (most - len(prompt_ids))
-        with self._synthesis_sampling():
+        with self._synthesis_sampling(budget, stops):
             completion_ids, _ = self._generate_single_turn(padded, None, {}, 1)
-        return [list(ids) for ids in completion_ids[: len(prompt_ids)]]
+        completions = [list(ids) for ids in completion_ids[: len(prompt_ids)]]
+        return [cut_after_stop(self._tokenizer, ids, stops) for ids in completions] if stops else completions
+
+    def _phase_sampling(self, phase: str) -> tuple[int, tuple[str, ...]]:
+        """(token budget, stop strings) of a construction phase (DESIGN section 2, synthesis sampling)."""
+        budgets = {
+            "synthesis": self.max_completion_length + self.args.synthesis_extra_tokens,
+            "locate": self.args.splice_locate_tokens,
+            "continuation": self.max_completion_length,  # a continuation needs no more than a rollout
+        }
+        if phase not in budgets:
+            raise ValueError(f"unknown construction phase {phase!r}; the constructors use {', '.join(PHASES)}")
+        return budgets[phase], PHASE_STOPS[phase]
 
     @contextlib.contextmanager
-    def _synthesis_sampling(self):
-        """Swap in the synthesis temperature, top-p and token budget for the duration of one call."""
+    def _synthesis_sampling(self, max_tokens: int, stops: tuple[str, ...] = ()):
+        """For the duration of one call: the synthesis temperature and top-p, this budget, these stop strings.
+
+        vLLM (colocate and server) gets `stop` and `include_stop_str_in_output` through its
+        generation kwargs. HF generate gets `stop_strings` in the generation config and, since
+        transformers builds its stop-string criterion only from a tokenizer passed to `generate`,
+        the tokenizer too (`_tokenizer_reaches_generate`). Everything is restored on exit, also on
+        error, so rollouts never see any of it. transformers' continuous batching takes no stop
+        strings: there completions are only cut afterwards.
+        """
         cfg = self.args
-        max_tokens = self.max_completion_length + cfg.synthesis_extra_tokens
+        sampling = {"temperature": cfg.synthesis_temperature, "top_p": cfg.synthesis_top_p}
+        hf_stops = bool(stops) and not self.use_vllm and not self.use_transformers_continuous_batching
         if self.use_vllm:
-            target, names = self.vllm_generation, ("temperature", "top_p", "max_completion_length")
+            target = self.vllm_generation
+            values = {**sampling, "max_completion_length": max_tokens}
+            if stops:
+                values["generation_kwargs"] = {**target.generation_kwargs, "stop": list(stops),
+                                               "include_stop_str_in_output": True}
         else:
-            target, names = self.generation_config, ("temperature", "top_p", "max_new_tokens")
-        saved = {name: getattr(target, name) for name in names}
-        for name, value in zip(names, (cfg.synthesis_temperature, cfg.synthesis_top_p, max_tokens), strict=True):
+            target = self.generation_config
+            values = {**sampling, "max_new_tokens": max_tokens}
+            if hf_stops:
+                values["stop_strings"] = list(stops)
+        saved = {name: getattr(target, name) for name in values}
+        for name, value in values.items():
             setattr(target, name, value)
         try:
-            yield
+            with self._tokenizer_reaches_generate() if hf_stops else contextlib.nullcontext():
+                yield
         finally:
             for name, value in saved.items():
                 setattr(target, name, value)
 
-    def _check_synthesis_fits(self, self_template: str) -> None:
-        """Fail at start-up, not mid-run, when a synthesis prompt plus its budget exceeds the context.
+    @contextlib.contextmanager
+    def _tokenizer_reaches_generate(self):
+        """Calls to the policy's HF `generate` inside this context get `tokenizer=` (stop strings need it).
 
-        A synthesis prompt holds the template, the question, y- and y+ (each up to
-        max_completion_length tokens) and asks for max_completion_length + synthesis_extra_tokens
-        new tokens; the context is vLLM's `vllm_max_model_length` when set, else the model's.
+        TRL 1.16 calls `unwrapped_model.generate(**inputs, generation_config=...)` without a tokenizer,
+        on `accelerator.unwrap_model(self.model_wrapped)` (the object `unwrap_model_for_generation`
+        yields, also under DeepSpeed ZeRO-3 and FSDP). For this context that object's `generate` is an
+        instance attribute: its own `generate` with the tokenizer added. On exit the attribute is
+        removed (or the one there before put back), also on error.
         """
-        if self.args.construction == "aligned":
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        missing = object()
+        before = model.__dict__.get("generate", missing)
+        generate = model.generate
+
+        def with_tokenizer(*args, **kwargs):
+            return generate(*args, **{"tokenizer": self._tokenizer, **kwargs})
+
+        model.__dict__["generate"] = with_tokenizer
+        try:
+            yield
+        finally:
+            if before is missing:
+                model.__dict__.pop("generate", None)
+            else:
+                model.__dict__["generate"] = before
+
+    def _check_synthesis_fits(self, self_template: str) -> None:
+        """Fail at start-up, not mid-run, when a construction prompt plus its budget exceeds the context.
+
+        Per phase the strategy uses: a `self` synthesis prompt holds the template, the question, y-
+        and y+ (each up to max_completion_length tokens) and asks for max_completion_length +
+        synthesis_extra_tokens; a splice locate prompt holds the same with the LOCATE template and
+        asks for splice_locate_tokens; a continuation prompt holds the CONTINUE template, the
+        question, y+, the locate analysis (at most splice_locate_tokens), y-'s kept prefix and the
+        reflection opener, and asks for max_completion_length. The context is vLLM's
+        `vllm_max_model_length` when set, else the model's.
+        """
+        cfg = self.args
+        if cfg.construction == "aligned":
             return  # no model call
-        if self.use_vllm and self.args.vllm_max_model_length:
-            limit, source = int(self.args.vllm_max_model_length), "vllm_max_model_length"
+        if self.use_vllm and cfg.vllm_max_model_length:
+            limit, source = int(cfg.vllm_max_model_length), "vllm_max_model_length"
         else:
             config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
             limit = getattr(config.get_text_config() if config is not None else None, "max_position_embeddings", None)
             source = "the model's max_position_embeddings"
             if not limit:
                 return
-        template = max(len(self._tokenizer.encode(t, add_special_tokens=False)) for t in (self_template, LOCATE_TEMPLATE))
-        question = _longest_question_tokens(self.train_dataset, self._tokenizer, column=self.args.question_column)
-        budget = self.max_completion_length + self.args.synthesis_extra_tokens
-        needed = template + question + 2 * self.max_completion_length + budget
+
+        def tokens(text: str) -> int:
+            return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+        question = _longest_question_tokens(self.train_dataset, self._tokenizer, column=cfg.question_column)
+        mcl, locate = self.max_completion_length, cfg.splice_locate_tokens
+        common = f"longest question {question} + y- and y+ up to 2 x max_completion_length = {2 * mcl}"
+        checks = []  # (the prompt, tokens it can take, what they are, the options that lower them)
+        if cfg.construction == "self" or cfg.splice_fallback == "self":
+            template, budget = tokens(self_template), mcl + cfg.synthesis_extra_tokens
+            checks.append(("a synthesis prompt", template + question + 2 * mcl + budget,
+                           f"template {template} + {common} + a budget of max_completion_length + "
+                           f"synthesis_extra_tokens = {budget}", "max_completion_length / synthesis_extra_tokens"))
+        if cfg.construction == "splice":
+            template = tokens(LOCATE_TEMPLATE)
+            checks.append(("a splice locate prompt", template + question + 2 * mcl + locate,
+                           f"template {template} + {common} + a budget of splice_locate_tokens = {locate}",
+                           "max_completion_length / splice_locate_tokens"))
+            template = tokens(CONTINUE_TEMPLATE) + tokens(" " + REFLECTION_OPENER)
+            checks.append(("a splice continuation prompt", template + question + 2 * mcl + locate + mcl,
+                           f"template and opener {template} + {common} + the locate analysis up to "
+                           f"splice_locate_tokens = {locate} + a budget of max_completion_length = {mcl}",
+                           "max_completion_length / splice_locate_tokens"))
+        prompt, needed, parts, options = max(checks, key=lambda check: check[1])
         if needed > limit:
             raise ValueError(
-                f"a synthesis prompt can take {needed} tokens (template {template} + longest question {question} + "
-                f"y- and y+ up to 2 x max_completion_length = {2 * self.max_completion_length} + a budget of "
-                f"max_completion_length + synthesis_extra_tokens = {budget}), more than {source} = {limit}. "
-                "Raise vllm_max_model_length (vLLM) or lower max_completion_length / synthesis_extra_tokens."
+                f"{prompt} can take {needed} tokens ({parts}), more than {source} = {limit}. "
+                f"Raise vllm_max_model_length (vLLM) or lower {options}."
             )
 
     def _split_loss_metrics(self, inputs: dict, kinds: torch.Tensor, logps: torch.Tensor, entropies) -> None:
