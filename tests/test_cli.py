@@ -47,6 +47,9 @@ def test_train_tiny_tapo_logs_constructions(tiny_tapo_run):
     rows = metric_rows(run)
     for key in ("tapo/eligible_frac", "tapo/pairs", "tapo/parsed_frac", "tapo/ots_w_mean", "tapo/prefix_fidelity"):
         assert key in rows[-1], key
+    for row in rows:  # where each step's time went: the phases and the rest add up to TRL's step_time
+        phases = [row[f"tapo/time/{phase}"] for phase in ("rollouts", "synthesis", "score", "ots", "update")]
+        assert min(phases) >= 0.0 and sum(phases) == pytest.approx(row["step_time"], rel=1e-9)
     records = [json.loads(line) for line in (run / "constructions.jsonl").read_text().splitlines()]
     assert records, "no constructed trajectory was logged"
     first = records[0]
@@ -105,13 +108,32 @@ def test_resume_logs_every_step_exactly_once(tmp_path, monkeypatch):
 
 
 def test_step_time_benchmark_smoke(tmp_path):
+    """Every arm of benchmarks/step_time.py in one process on the tiny model: one table, consistent numbers."""
     out = tmp_path / "step_time.json"
     result = run_benchmark("step_time.py", "--smoke", "--json", str(out), timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads(out.read_text())
-    assert numbers["grpo"]["mean_step_s"] > 0 and numbers["tapo"]["mean_step_s"] > 0
-    assert numbers["grpo"]["constructions_per_step"] == 0.0
-    assert abs(numbers["ratio_tapo_over_grpo"] - numbers["tapo"]["mean_step_s"] / numbers["grpo"]["mean_step_s"]) < 1e-9
+    arms = numbers["arms"]
+    assert list(arms) == ["grpo", "self", "splice", "aligned"]
+    table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| arm ")}
+    assert list(table) == list(arms)  # one table, a row per arm
+    grpo_total = arms["grpo"]["seconds"]["total"]
+    for name, arm in arms.items():
+        seconds = arm["seconds"]
+        assert arm["timed_steps"] == [2]  # step 1 (warm-up) left out
+        assert sum(seconds[p] for p in ("rollouts", "synthesis", "score", "ots", "update")) == pytest.approx(
+            seconds["total"], rel=1e-9)
+        assert arm["ratio_to_grpo"] == pytest.approx(seconds["total"] / grpo_total, rel=1e-12)
+        assert table[name][5] == f"{seconds['total']:.3f}" and table[name][6] == f"{arm['ratio_to_grpo']:.2f}"
+        assert seconds["rollouts"] > 0, name  # GRPO's rollouts are timed by the benchmark itself
+    assert "constructions" not in arms["grpo"] and table["grpo"][1:4] == ["–", "–", "–"]
+    for name in ("self", "splice"):  # the tiny model cannot write syntheses, but it pays for trying
+        c = arms[name]["constructions"]
+        assert c["tries"] > 0 and c["synthesis_tokens"] > 0 and arms[name]["seconds"]["synthesis"] > 0
+    aligned = arms["aligned"]["constructions"]
+    assert aligned["built"] > 0 and aligned["synthesis_tokens"] == 0 and aligned["right_frac"] == 1.0
+    assert aligned["built_per_step"] == aligned["built"] / 2 and aligned["built_per_try"] <= 1.0
 
 
 def test_two_processes_with_groups_spanning_both(tmp_path):

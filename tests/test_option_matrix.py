@@ -44,11 +44,17 @@ def records(trainer) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+PHASES = ("rollouts", "synthesis", "score", "ots")
+
+
 def check_common(trainer, *, built: bool = True) -> None:
     logs = step_logs(trainer)
     assert trainer.state.global_step == 2 and len(logs) == 2
-    for row in logs:  # every step, reused generations included, logs TAPO's counters
+    for row in logs:  # every step, reused generations included, logs TAPO's counters and where its time went
         assert "tapo/eligible_frac" in row and "tapo/pairs" in row, row.keys()
+        measured = [row[f"tapo/time/{phase}"] for phase in PHASES]
+        assert min(measured) >= 0.0 and row["tapo/time/update"] >= 0.0
+        assert row["tapo/time/update"] == pytest.approx(row["step_time"] - sum(measured), abs=1e-9)
     assert all(math.isfinite(m["loss"]) for m in trainer.micro_batches)
     trained = sum(kind == CONSTRUCTED for m in trainer.micro_batches for kind in m["kinds"])
     assert (trained > 0) is built, f"constructed rows trained: {trained}"
@@ -71,6 +77,9 @@ def test_num_iterations_reuses_the_constructed_rows(tmp_path):
     assert len(by_step) == 2 and sorted(by_step[0]) == sorted(by_step[1])  # one generation, trained twice
     first, second = step_logs(trainer)
     assert first["tapo/pairs"] == second["tapo/pairs"]
+    assert first["tapo/time/rollouts"] > 0 and first["tapo/time/synthesis"] > 0  # aligned: it runs, if briefly
+    assert all(second[f"tapo/time/{phase}"] == 0.0 for phase in PHASES)  # the reused generation ran no phase
+    assert second["tapo/time/update"] == second["step_time"]
 
 
 def test_top_entropy_quantile(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_tapo
-from tapo.report import assets, charts, data, evals, page, spans, viewer
+from tapo.report import assets, charts, data, evals, page, spans, timing, viewer
 from tapo.report.charts import chart_grid, line_chart, metric_series
 from tapo.report.data import load_run
 from tapo.report.evals import eval_table, load_eval_result
@@ -71,7 +71,7 @@ def make_run(root: Path, *, metrics: list[dict], constructions: list[dict] = (),
 # ---- pure pieces -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [spans, charts, data, viewer, evals, page, assets])
+@pytest.mark.parametrize("module", [spans, charts, data, viewer, evals, page, assets, timing])
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
@@ -188,6 +188,49 @@ def test_default_output_is_in_the_run_directory(tmp_path):
     run = make_run(tmp_path, metrics=[TAPO_ROW], constructions=[construction()])
     path = write_report(run)
     assert path == run / "report.html" and path.read_text().startswith("<!DOCTYPE html>")
+
+
+# ---- where the time goes -----------------------------------------------------------------------------
+
+
+def phase_cells(html: str) -> dict[str, tuple[str, str]]:
+    """phase -> (seconds, share) as the page's time table shows them."""
+    rows = re.findall(r'<tr data-phase="(\w+)"[^>]*><td>\w+</td><td>([^<]*)</td><td>([^<]*)</td>', html)
+    return {phase: (seconds, share) for phase, seconds, share in rows}
+
+
+def test_time_table_shows_the_means_of_the_metrics_file(tmp_path):
+    phases = ("rollouts", "synthesis", "score", "ots", "update")
+    warmup = {"step": 1, "step_time": 100.0, **{f"tapo/time/{p}": 20.0 for p in phases}}
+    steps = [  # steps 2-4, known values; step 3 constructed nothing (its phases are 0)
+        {"step": 2, "step_time": 10.0, "tapo/time/rollouts": 4.0, "tapo/time/synthesis": 3.0, "tapo/time/score": 0.5,
+         "tapo/time/ots": 1.0, "tapo/time/update": 1.5},
+        {"step": 3, "step_time": 6.0, "tapo/time/rollouts": 5.0, "tapo/time/synthesis": 0.0, "tapo/time/score": 0.0,
+         "tapo/time/ots": 0.0, "tapo/time/update": 1.0},
+        {"step": 4, "step_time": 8.0, "tapo/time/rollouts": 3.0, "tapo/time/synthesis": 3.0, "tapo/time/score": 0.1,
+         "tapo/time/ots": 0.5, "tapo/time/update": 1.4},
+    ]
+    run = make_run(tmp_path, metrics=[{**TAPO_ROW, **warmup}, *({**TAPO_ROW, **row} for row in steps)])
+    write_report(run)
+    html = (run / "report.html").read_text()
+    cells = phase_cells(html)
+    assert list(cells) == [*phases, "total"]
+    for phase in phases:  # the warm-up step (all 20 s) is left out
+        mean = sum(row[f"tapo/time/{phase}"] for row in steps) / 3
+        assert cells[phase] == (f"{mean:.3f}", f"{mean / 8.0 * 100:.1f}%"), phase
+    assert cells["total"][0] == "8.000"
+    assert "3 steps (2–4); step 1, the warm-up, left out" in html and 'href="#time"' in html
+
+
+def test_time_table_of_older_and_grpo_runs(tmp_path):
+    older = [{"step": s, "step_time": 5.0, "tapo/time/rollouts": 2.0, "tapo/time/ots": 1.0} for s in (1, 2)]
+    cells = phase_cells(render_page(load_run(make_run(tmp_path / "old", metrics=older))))
+    assert cells["update"] == ("2.000", "40.0%") and cells["synthesis"] == ("0.000", "0.0%")  # update: the rest
+    grpo = [{"step": s, "step_time": 2.0 * s, "reward": 0.1} for s in (1, 2, 3)]
+    html = render_page(load_run(make_run(tmp_path / "grpo", metrics=grpo, config="algorithm: grpo\n")))
+    assert phase_cells(html) == {"total": ("5.000", "")} and "logged its total step time only" in html
+    html = render_page(load_run(make_run(tmp_path / "none", metrics=[{"step": 1, "reward": 0.1}])))
+    assert "No step times in metrics.jsonl" in html
 
 
 # ---- evaluation tables -------------------------------------------------------------------------------

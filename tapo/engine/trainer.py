@@ -64,7 +64,7 @@ from tapo.core.synthesis import (
     SELF_TEMPLATE,
     correction_start_char,
 )
-from tapo.report.data import CONSTRUCTIONS_FILE
+from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
 from tapo.tensors import stack_rows
 
 # TRL 1.16's normalisation of rollout advantages: sample std, this eps (grpo_trainer.py).
@@ -267,11 +267,14 @@ class TAPOTrainer(GRPOTrainer):
 
     def log(self, logs, start_time=None):
         # Steps that reuse a generation (num_iterations > 1, steps_per_generation > accumulation) train the same
-        # constructed rows again; their tapo/* values are those of that generation.
+        # constructed rows again; their tapo/* values are those of that generation, except the phase times:
+        # those phases did not run in this step (0).
         train = self._metrics["train"]
         if self.model.training and self._generation_metrics and not any(k in train for k in self._generation_metrics):
             for name, value in self._generation_metrics.items():
-                train[name].append(value)
+                train[name].append(0.0 if name.startswith(TIME_PREFIX) else value)
+        if self.model.training and train.get(STEP_TIME_KEY) and train.get(f"{TIME_PREFIX}rollouts"):
+            train[f"{TIME_PREFIX}update"] = [_step_rest(train)]
         super().log(logs, start_time)
 
     # ---- TAPO ---------------------------------------------------------------------------------
@@ -294,6 +297,7 @@ class TAPOTrainer(GRPOTrainer):
         self._log_tapo(eligible_frac=eligible / max(len(groups), 1), pairs=float(len(pairs)),
                        **{"time/rollouts": self._rollout_seconds})
         if slots == 0:
+            self._log_tapo(**{"time/synthesis": 0.0, "time/score": 0.0, "time/ots": 0.0})  # nothing was constructed
             return mark_rollouts(batch)
 
         # This process builds the pairs in its slots; unused slots stay empty and masked.
@@ -763,6 +767,22 @@ class TAPOTrainer(GRPOTrainer):
         with path.open("a") as out:
             for record in records:
                 out.write(json.dumps(record) + "\n")
+
+
+def _step_rest(metrics: dict[str, list[float]]) -> float:
+    """`update`: the seconds of TRL's step_time outside the measured phases (mean over the logged steps).
+
+    That is scoring the rollouts, their log-probs, selection, bookkeeping and the loss's forward and
+    backward passes; TRL times `training_step`, so the optimizer's own step is in no phase.
+
+    >>> _step_rest({"step_time": [3.0], "tapo/time/rollouts": [2.0], "tapo/time/ots": [0.25], "loss": [1.0]})
+    0.75
+    """
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    measured = sum(mean(metrics.get(f"{TIME_PREFIX}{phase}", [])) for phase in MEASURED_PHASES)
+    return mean(metrics[STEP_TIME_KEY]) - measured
 
 
 def _loss_scale(kinds: torch.Tensor, loss_type: str) -> float:

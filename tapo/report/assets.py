@@ -33,6 +33,15 @@ table.eval caption span { font-weight: 400; color: var(--muted); }
 table.eval th, table.eval td { border: 1px solid var(--line); padding: 4px 10px; text-align: right; }
 table.eval th:first-child, table.eval td:first-child { text-align: left; }
 table.eval thead th { background: #f6f8fa; }
+table.times { border-collapse: collapse; margin: 6px 0 12px; }
+table.times caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
+table.times caption span { font-weight: 400; color: var(--muted); }
+table.times th, table.times td { border: 1px solid var(--line); padding: 3px 10px; text-align: right; }
+table.times td:first-child, table.times td:last-child, table.times th:last-child { text-align: left; }
+table.times td:last-child { color: var(--muted); font-size: 12px; }
+table.times thead th { background: #f6f8fa; } table.times tr.total td { font-weight: 600; }
+table.times td.bar { width: 160px; } table.times td.bar span { display: block; height: 10px; background: #0969da;
+  border-radius: 2px; }
 .filters { position: sticky; top: 0; background: #fff; padding: 8px 0; z-index: 1; display: flex;
   flex-wrap: wrap; gap: 8px 18px; align-items: center; border-bottom: 1px solid var(--line); }
 .legend span.swatch { display: inline-block; padding: 1px 8px; border-radius: 3px; margin-right: 6px; }

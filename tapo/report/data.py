@@ -12,6 +12,14 @@ import yaml
 METRICS_FILE = "metrics.jsonl"
 CONSTRUCTIONS_FILE = "constructions.jsonl"
 CONFIG_FILE = "config.yaml"
+# Where a TAPO step's time goes (metrics.jsonl, each step): TRL's `step_time` is the optimizer step's
+# `training_step` calls summed (generation, scoring, the loss's forward and backward; `optimizer.step()`
+# runs after them, outside it). TAPO logs the seconds of each measured phase inside it, 0 for a phase
+# that did not run, and `update`, the rest of `step_time` (mostly the forward and backward passes).
+STEP_TIME_KEY = "step_time"
+TIME_PREFIX = "tapo/time/"
+MEASURED_PHASES = ("rollouts", "synthesis", "score", "ots")
+PHASES = (*MEASURED_PHASES, "update")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from tapo.report.assets import CSS, JS
 from tapo.report.charts import chart_grid
 from tapo.report.data import RunData, load_run
 from tapo.report.evals import eval_table, load_eval_result
+from tapo.report.timing import timing_html
 from tapo.report.viewer import viewer_html
 
 REPORT_FILE = "report.html"
@@ -58,7 +59,10 @@ def header_html(run: RunData) -> str:
 
 def render_page(run: RunData, *, evals: list[dict] = ()) -> str:
     """The whole page as a string (every value from the run HTML-escaped; script and style inline)."""
-    sections = [("curves", "Training curves", chart_grid(run.metrics))]
+    sections = [
+        ("curves", "Training curves", chart_grid(run.metrics)),
+        ("time", "Where the time goes", timing_html(run.metrics)),
+    ]
     if evals:  # before the (long) list of constructions
         sections.append(("evaluation", "Evaluation", "".join(eval_table(result) for result in evals)))
     sections.append(("constructions", "Constructed trajectories", viewer_html(run.constructions, total=run.constructions_total)))
