@@ -113,6 +113,7 @@ RANGES: dict[str, Check] = {
     "tapo.synthesis_top_p": in_unit_interval,
     "tapo.synthesis_extra_tokens": at_least(0),
     "tapo.splice_locate_tokens": at_least(1, " (the token budget of splice's locate call)"),
+    "tapo.splice_surprise_threshold": above(0, " (nats of surprise that mark y-'s first mistake)"),
     "tapo.synthesis_template": not_empty,
     "tapo.max_construction_tokens": at_least(1),
     # TRL keys whose bad values TRL's __post_init__ lets through (they fail later, or train nothing)
@@ -140,13 +141,14 @@ RANGES: dict[str, Check] = {
 def choices() -> dict[str, tuple]:
     """Key -> the values it may take (checked instead of its type: `scale_rewards` also takes true/false)."""
     from tapo.core.advantages import BASELINES
-    from tapo.core.constructors import SPLICE_FALLBACKS, STRATEGIES
+    from tapo.core.constructors import SPLICE_FALLBACKS, SPLICE_LOCATORS, STRATEGIES
 
     table = {
         "algorithm": ALGORITHMS,
         "model.dtype": MODEL_DTYPES,
         "tapo.construction": STRATEGIES,
         "tapo.splice_fallback": SPLICE_FALLBACKS,
+        "tapo.splice_locate": SPLICE_LOCATORS,
         "tapo.ref_baseline": BASELINES,
         # TRL 1.16's GRPOConfig documents these in its help texts, and fails on others only mid-run.
         "trainer.loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),

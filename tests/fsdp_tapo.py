@@ -35,6 +35,7 @@ other makes one hangs (or crashes on a mismatched collective).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -182,6 +183,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-steps", type=int, default=1)
     parser.add_argument("--construction", default="self")
+    parser.add_argument("--splice-locate", default="ask", help="splice's locator; surprise's score calls are recorded")
+    parser.add_argument("--surprise-threshold", type=float, default=1.0)
     parser.add_argument("--model", default="builtin:tiny-arith",
                         help="the warm-started tiny model ends its answers with eos; a rollout cut off by its budget is never a y-")
     parser.add_argument("--max-completion-length", type=int, default=24)
@@ -239,7 +242,8 @@ def run(args, report: Report) -> None:
             # raise on CPU; every rank builds the same deterministic builtin:tiny, so there is nothing to sync.
             settings["fsdp_config"]["sync_module_states"] = False
     if args.algo == "tapo":
-        settings.update(construction=args.construction, n_pos=1, n_neg=1, m_max=1, synthesis_extra_tokens=16)
+        settings.update(construction=args.construction, n_pos=1, n_neg=1, m_max=1, synthesis_extra_tokens=16,
+                        splice_locate=args.splice_locate, splice_surprise_threshold=args.surprise_threshold)
         config_cls, trainer_cls = TAPOConfig, TAPOTrainer
     else:
         config_cls, trainer_cls = GRPOConfig, GRPOTrainer
@@ -278,6 +282,10 @@ def run(args, report: Report) -> None:
 
     GenerationMixin.generate = counted_generate
     if args.algo == "tapo":
+        if args.splice_locate == "surprise":
+            trainer.constructor = dataclasses.replace(
+                trainer.constructor, score=_counting_score(trainer.constructor.score, report)
+            )
         trainer.constructor = _CountingConstructor(trainer.constructor, report)
 
     report.update(stage="train")
@@ -295,6 +303,19 @@ def run(args, report: Report) -> None:
     report.update(stage="done", finished=True)
     if dist.is_initialized():  # before exit: gloo's threads can abort an interpreter that shuts down with them
         dist.destroy_process_group()
+
+
+def _counting_score(score, report: Report):
+    """The surprise locator's ScoreFn, recording the rows this rank scored per call (after it returned)."""
+
+    def counted(prompts, completions):
+        out = score(prompts, completions)
+        report.data.setdefault("score_calls", []).append(
+            {"rows": len(prompts), "returned": len(out), "lengths_match": [len(o) for o in out] == [len(c) for c in completions]}
+        )
+        return out
+
+    return counted
 
 
 class _CountingConstructor:

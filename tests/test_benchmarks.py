@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_benchmark
 
 
@@ -20,3 +22,20 @@ def test_construction_quality_smoke(tmp_path):
     for arm in (self_arm, splice_arm):
         assert 0.0 <= arm["correct_over_pairs"] <= arm["parse_rate"] <= 1.0
     assert "| self |" in result.stdout and "| splice |" in result.stdout
+
+
+def test_locate_accuracy_smoke(tmp_path):
+    out = tmp_path / "locate.json"
+    result = run_benchmark("locate_accuracy.py", "--smoke", "--json", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["methods"]) == {"ask", "surprise"} and data["pairs"] > 0
+    for method in data["methods"].values():
+        shares = method["shares"]
+        assert shares["pairs"] == data["pairs"]
+        assert sum(shares[c] for c in ("right", "early", "late", "none")) == pytest.approx(1.0)
+    assert data["methods"]["surprise"]["locate_tokens_per_pair"] == 0  # surprise decodes nothing to locate
+    assert 0 < data["methods"]["ask"]["locate_tokens_per_pair"] <= 16  # --smoke: the locate budget
+    assert data["sweep"] and all(sum(row["shares"][c] for c in ("right", "early", "late", "none")) == pytest.approx(1.0)
+                                 for row in data["sweep"])
+    assert "| ask |" in result.stdout and "| surprise |" in result.stdout

@@ -55,7 +55,7 @@ def where(reports: list[dict]) -> str:
     )
 
 
-def check_sharded_step(code, output, reports, *, distributed_type: str) -> None:
+def check_sharded_step(code, output, reports, *, distributed_type: str, synthesis: bool = True) -> None:
     assert code == 0, f"exit {code} ({'timed out' if code is None else 'failed'}): {where(reports)}\n{output}"
     for r in reports:
         assert r["finished"] and r["global_step"] == 1, where(reports)
@@ -69,7 +69,8 @@ def check_sharded_step(code, output, reports, *, distributed_type: str) -> None:
     calls = [[(c["kind"], c["max_new_tokens"]) for c in r["generate_calls"]] for r in reports]
     assert calls[0] == calls[1], where(reports)
     assert all(c["done"] for r in reports for c in r["generate_calls"])
-    assert any(kind == "synthesis" for kind, _ in calls[0]), "no synthesis generation ran: the test did not exercise construction"
+    if synthesis:
+        assert any(kind == "synthesis" for kind, _ in calls[0]), "no synthesis generation ran: the test did not exercise construction"
     # Stop strings reach the sharded model's generate with the tokenizer they need, for synthesis calls only.
     for r in reports:
         for c in r["generate_calls"]:
@@ -102,3 +103,18 @@ def test_rank_without_pairs_under_zero3(tmp_path):
     code, output, reports = launch(tmp_path, "--fsdp", "zero3", "--pairs", "skew", env={"DS_ACCELERATOR": "cpu"})
     assert [r.get("construction_requests") for r in reports] == [[1], [0]], where(reports)
     check_sharded_step(code, output, reports, distributed_type="DistributedType.DEEPSPEED")
+
+
+def test_rank_without_pairs_joins_the_surprise_scoring_pass(tmp_path):
+    """splice with splice_locate surprise: the locate phase is a forward pass of the sharded policy (no decode),
+    and under FSDP a forward gathers parameters collectively: rank 1, without a pair, must score as rank 0 does,
+    then join the continuation. A low threshold makes the one pair's y- surely cut."""
+    code, output, reports = launch(tmp_path, "--fsdp", "2", "--pairs", "skew", "--construction", "splice",
+                                   "--splice-locate", "surprise", "--surprise-threshold", "0.05")
+    assert [r.get("construction_requests") for r in reports] == [[1], [0]], where(reports)
+    check_sharded_step(code, output, reports, distributed_type="DistributedType.FSDP", synthesis=False)
+    # rank 0 scores its y- under the plain and the privileged prompt; rank 1 has no row but still takes part
+    assert [[c["rows"] for c in r["score_calls"]] for r in reports] == [[2], [0]], where(reports)
+    assert all(c["returned"] == c["rows"] and c["lengths_match"] for r in reports for c in r["score_calls"])
+    # the located pair is continued: one continuation call on each rank (max_completion_length, no stop strings)
+    assert [len(r["generate_calls"]) for r in reports] == [2, 2], where(reports)

@@ -127,6 +127,38 @@ def test_a_splice_step_asks_locate_and_fallback_with_their_budgets(tmp_path, mon
         assert record["generated_tokens"] <= LOCATE + MCL + EXTRA
 
 
+def test_a_surprise_splice_step_decodes_no_locate_and_scores_with_the_policy(tmp_path, monkeypatch):
+    """splice_locate surprise in a whole step: rollouts, then (no locate decode) the continuation of every cut
+    y-; each construction keeps y-'s own ids up to its most surprising unit, and the trainer's ScoreFn gives
+    the offline teacher-forced log-probs of the same rows (padding rows change nothing)."""
+    from tapo.sampling.scoring import score_completions
+
+    # a threshold this low cuts nearly every y- of the tiny model at its first unit; its continuations
+    # rarely end within a rollout's budget, so truncated ones are kept
+    trainer, recorder = hf_trainer(tmp_path, monkeypatch, construction="splice", splice_locate="surprise",
+                                   splice_surprise_threshold=0.01, keep_truncated_constructions=True)
+    inputs, _ = augmented_batch(trainer)
+    seen = [(c["max_new_tokens"], c["stop_strings"], c["tokenizer"]) for c in recorder.calls]
+    assert LOCATE not in [budget for budget, _, _ in seen], seen  # no locate decode
+    assert seen[1] == (MCL, None, False), seen  # the continuation: a rollout's budget, no stop
+    records = constructions(trainer)
+    spliced = [r for r in records if r["strategy"] == "splice"]
+    assert spliced, f"no surprise-located construction among {[(r['strategy'], r['extra']) for r in records]}"
+    for record in spliced:
+        assert record["extra"]["locator"] == "surprise" and record["extra"]["surprise"] >= 0.01
+        kept = record["text"][: record["reflection_start_char"]]
+        assert record["negative"].startswith(kept) and kept.rstrip().endswith(record["extra"]["quote"].strip())
+        assert 0 < record["generated_tokens"] <= MCL  # the continuation only: locating decoded nothing
+
+    rows = [(prompt(trainer), [11, 12, 13]), (prompt(trainer, "What is 7 - 4? Think."), [14]), (prompt(trainer), [])]
+    got = trainer._policy_score([p for p, _ in rows], [c for _, c in rows])
+    want = score_completions(trainer.model, [p for p, _ in rows], [c for _, c in rows],
+                             pad_id=trainer.processing_class.pad_token_id)
+    assert [len(g) for g in got] == [3, 1, 0]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, abs=1e-4)
+
+
 def test_settings_are_restored_when_generation_fails(tmp_path, monkeypatch):
     trainer, recorder = hf_trainer(tmp_path, monkeypatch, construction="self")
     recorder.fail = True

@@ -134,7 +134,8 @@ def foreign_constructions(records: list[dict]) -> list[dict]:
     foreign = []
     for record in records:
         mark = question_mark(record["question"])
-        own = mark in record["text"] and mark in record["analysis"]
+        # a surprise-located splice has no locate answer: its analysis names a unit of y- itself
+        own = mark in record["text"] and (mark in record["analysis"] or record["extra"].get("locator") == "surprise")
         if record["strategy"] == "self":
             own = own and record["text"].startswith(record["negative"])
         if not own:
@@ -213,6 +214,22 @@ def test_splice_with_drop_fallback_comes_from_its_own_pair(tmp_path):
         f"{len(run.constructions)} constructions for {requested} pairs: expected some dropped, some built"
     )
     assert all(r["strategy"] == "splice" for r in run.constructions)
+    assert_synthesis_sampling(run, run.main)
+    assert_own_pairs(run)
+
+
+def test_surprise_splice_comes_from_its_own_pair(tmp_path):
+    """splice_locate surprise on the vLLM server path: the locate phase is a forward pass of the training model
+    (collective: a process with fewer pairs pads), then only continuations reach vLLM, each for its own pair.
+    A threshold this low locates a step in nearly every y-; the rest fall back to self."""
+    run = launch(tmp_path, *sets("construction=splice", "splice_fallback=self", "splice_locate=surprise",
+                                 "splice_surprise_threshold=0.01", *VLLM_SERVER, *SPLICE_BUDGETS))
+    assert_finished(run)
+    assert_unequal_pair_counts(run)
+    spliced = [r for r in run.constructions if r["strategy"] == "splice"]
+    assert spliced and all(r["extra"]["locator"] == "surprise" for r in spliced), run.constructions[:2]
+    kinds = {kind for call in run.main["standin_calls"] for kind in call["kinds"]}
+    assert "locate" not in kinds and "continue" in kinds, kinds  # no locate prompt ever reached vLLM
     assert_synthesis_sampling(run, run.main)
     assert_own_pairs(run)
 

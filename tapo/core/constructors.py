@@ -6,15 +6,17 @@ One interface, several strategies (DESIGN.md section 3):
   prompt; y_ref is the reconstruction, tokenized afresh, plus eos.
 - `splice`: the policy only quotes and diagnoses y-'s first mistake; the code keeps y-'s OWN token
   ids up to the end of the quote, and the policy continues that exact prefix (seeded with a
-  reflection opener) with y+ in its context.
+  reflection opener) with y+ in its context. With `locator="surprise"` no quote is decoded: one
+  scoring pass finds where y- becomes much less likely once y+ is known (`tapo.core.locate`).
 - `aligned`: no model; for the built-in arithmetic task, y- is cut after its first wrong step and
   continued by a templated diagnosis and the reference's remaining steps.
 
 Every constructor takes a batch of `ConstructionRequest`s and returns one result per request, in
 order: a `ConstructedTrajectory` or a `ConstructionFailure` (never silently dropped). Model
 strategies call `generate(prompts, phase=...)` exactly once per phase for the whole batch -- `self`
-once ("synthesis"); `splice` "locate", then "continuation", then with fallback "self" a
-"synthesis" call for the pairs whose quote was not found; `aligned` never -- also with an empty
+once ("synthesis"); `splice` "locate" (with `locator="surprise"` one `score` call instead), then
+"continuation", then with fallback "self" a "synthesis" call for the pairs it could not locate;
+`aligned` never -- also with an empty
 prompt list, so that every process of a distributed run makes the same generation calls whatever its
 data. The phase tells the generator which token budget to give the call (the core knows none) and
 which strings end its answers (`PHASE_STOPS`: a `self` answer is complete at `</reconstruction>`, a
@@ -47,6 +49,15 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
+from tapo.core.locate import (
+    DEFAULT_RULE,
+    DEFAULT_THRESHOLD,
+    RULES,
+    ScoreFn,
+    build_surprise_prompt,
+    locate_by_surprise,
+    token_ends,
+)
 from tapo.core.synthesis import (
     LOCATE_STOP,
     REFLECTION_OPENER,
@@ -91,6 +102,7 @@ Result = ConstructedTrajectory | ConstructionFailure
 
 STRATEGIES = ("self", "splice", "aligned")
 SPLICE_FALLBACKS = ("self", "drop")
+SPLICE_LOCATORS = ("ask", "surprise")
 
 # Phrases that open a reflection; matched case-insensitively at a word start.
 REFLECTION_MARKERS = (
@@ -367,6 +379,7 @@ class _Located:
     analysis: str
     quote: str
     locate_tokens: int
+    notes: Mapping[str, Any] | None = None  # locator-specific provenance, merged into the trajectory's extra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,6 +395,10 @@ class SpliceConstructor:
     completion that stopped without any eos id hit its budget: a failure "truncated", or with
     `keep_truncated` kept without an eos, extra["truncated"] = True. prefix_tokens =
     reflection_start = k; generated_tokens = locate + continuation tokens.
+
+    With locator="surprise" the locate phase decodes nothing: `locate_by_surprise` makes one
+    `score` call and cuts after the first surprising line or sentence of y- (failure reason
+    "no_surprise" when none is).
 
     Requests whose locate output does not parse ("unparsed") or whose quote is not in y-
     ("quote_not_found") go to the `self` strategy when fallback="self": their synthesis prompts go
@@ -403,10 +420,20 @@ class SpliceConstructor:
     chat_template_kwargs: Mapping[str, Any] | None = None
     keep_truncated: bool = False
     max_tokens: int | None = None
+    locator: str = "ask"  # "ask" (one decode) or "surprise" (one scoring pass, `locate_by_surprise`; needs `score`)
+    score: ScoreFn | None = None
+    surprise_threshold: float = DEFAULT_THRESHOLD
+    surprise_rule: str = DEFAULT_RULE
 
     def __post_init__(self) -> None:
         if self.fallback not in SPLICE_FALLBACKS:
             raise ValueError(f"unknown splice fallback {self.fallback!r}; choose from {', '.join(SPLICE_FALLBACKS)}")
+        if self.locator not in SPLICE_LOCATORS:
+            raise ValueError(f"unknown splice locator {self.locator!r}; choose from {', '.join(SPLICE_LOCATORS)}")
+        if self.locator == "surprise" and self.score is None:
+            raise ValueError("splice locator 'surprise' needs a score function (the policy's teacher-forced log-probs)")
+        if self.surprise_rule not in RULES:
+            raise ValueError(f"unknown surprise rule {self.surprise_rule!r}; choose from {', '.join(RULES)}")
 
     def locate(self, request: ConstructionRequest, index: int, completion: Sequence[int]) -> _Located | str:
         """Phase-1 result of one request: where to cut, or the failure reason."""
@@ -430,6 +457,57 @@ class SpliceConstructor:
             quote=quote,
             locate_tokens=len(completion),
         )
+
+    def locate_by_surprise(self, requests: Sequence[ConstructionRequest]) -> list[_Located | str]:
+        """The locate phase of locator="surprise": no decode, one `score` call, then each y-'s cut or "no_surprise".
+
+        The call scores every y- (eos stripped) under its own prompt (`request.prompt_ids`, else the
+        chat-templated question) and under `SURPRISE_TEMPLATE` (question + y+): all plain rows, then
+        all privileged rows. `locate_by_surprise` finds the first line or sentence of y- whose
+        surprise reaches `surprise_threshold` (`surprise_rule`); the kept prefix is y-'s own ids up to
+        the end of that unit (and its line break), the note the continuation prompt gets names the
+        unit, and locate_tokens = 0. A y- with no such unit fails locating with reason "no_surprise"
+        and takes the fallback like an unfound quote ("unparsed", "quote_not_found").
+        """
+        ends_at = _ends_of(self.tokenizer, self.eos_token_ids)
+        negatives = [strip_eos(r.negative_ids, ends_at)[0] for r in requests]
+        plain = [  # the rollout's own prompt, else the chat-templated question
+            list(r.prompt_ids) or chat_prompt_ids(self.tokenizer, r.question, self.chat_template_kwargs)
+            for r in requests
+        ]
+        privileged = [
+            chat_prompt_ids(
+                self.tokenizer, build_surprise_prompt(question=r.question, positive=r.positive_text),
+                self.chat_template_kwargs,
+            )
+            for r in requests
+        ]
+        logps = self.score(plain + privileged, negatives + negatives)  # type: ignore[misc]  # checked in __post_init__
+        if len(logps) != 2 * len(requests):
+            raise ValueError(f"score returned {len(logps)} rows for {2 * len(requests)} splice surprise rows")
+        located: list[_Located | str] = []
+        for i, ids in enumerate(negatives):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            cut = locate_by_surprise(
+                logps[i], logps[len(requests) + i], text, token_ends(self.tokenizer, ids),
+                threshold=self.surprise_threshold, rule=self.surprise_rule,
+            )
+            if cut is None:
+                located.append("no_surprise")
+                continue
+            kept = ids[: cut.kept_tokens]
+            unit = text[cut.span[0] : cut.span[1]]
+            opener = seed_reflection(self.tokenizer.decode(kept, skip_special_tokens=True), opener=self.opener)
+            located.append(_Located(
+                index=i,
+                kept_ids=kept,
+                opener_ids=list(self.tokenizer.encode(opener, add_special_tokens=False)),
+                analysis=f'The attempt first goes wrong at "{unit}".',
+                quote=unit,
+                locate_tokens=0,
+                notes={"locator": "surprise", "surprise": cut.score, "surprise_token": cut.token},
+            ))
+        return located
 
     def continue_prompt(self, request: ConstructionRequest, located: _Located) -> list[int]:
         """chat(CONTINUE prompt) + y-'s kept ids + the opener ids: the model writes what follows."""
@@ -464,22 +542,26 @@ class SpliceConstructor:
             prefix_tokens=k,
             reflection_start=k,
             generated_tokens=generated,
-            extra={"quote": located.quote, "truncated": not stopped},
+            extra={"quote": located.quote, "truncated": not stopped, **(located.notes or {})},
         )
 
     def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
         """Locate, continuation, then (fallback "self") the fallbacks' synthesis: one call each."""
         requests = list(requests)
-        prompts = [
-            chat_prompt_ids(
-                self.tokenizer,
-                build_locate_prompt(question=r.question, negative=r.negative_text, positive=r.positive_text),
-                self.chat_template_kwargs,
-            )
-            for r in requests
-        ]
-        locate_completions = _call(self.generate, prompts, phase="locate")
-        located = [self.locate(r, i, c) for i, (r, c) in enumerate(zip(requests, locate_completions))]
+        if self.locator == "surprise":  # no decode: one scoring pass places every cut
+            located = self.locate_by_surprise(requests)
+            locate_completions: list[list[int]] = [[] for _ in requests]
+        else:
+            prompts = [
+                chat_prompt_ids(
+                    self.tokenizer,
+                    build_locate_prompt(question=r.question, negative=r.negative_text, positive=r.positive_text),
+                    self.chat_template_kwargs,
+                )
+                for r in requests
+            ]
+            locate_completions = _call(self.generate, prompts, phase="locate")
+            located = [self.locate(r, i, c) for i, (r, c) in enumerate(zip(requests, locate_completions))]
         results: list[Result | None] = [None] * len(requests)
         to_continue = [x for x in located if isinstance(x, _Located)]
         continuations = _call(
@@ -597,6 +679,9 @@ def make_constructor(
     chat_template_kwargs: Mapping[str, Any] | None = None,
     keep_truncated: bool = False,
     max_tokens: int | None = None,
+    splice_locate: str = "ask",
+    score: ScoreFn | None = None,
+    surprise_threshold: float = DEFAULT_THRESHOLD,
 ) -> Constructor:
     """The constructor of a strategy name ("self", "splice", "aligned").
 
@@ -606,7 +691,9 @@ def make_constructor(
     characters than that after the kept prefix of y-, `max_tokens` those of more ids than that.
     `eos_token_ids` are the ids that end a generation (the first one ends y_ref),
     `chat_template_kwargs` go to every prompt's chat template, and `keep_truncated` keeps
-    constructions that hit their budget (see the module docstring).
+    constructions that hit their budget (see the module docstring). `splice_locate` is splice's
+    locator: "ask" (one decode) or "surprise" (no decode: one call of `score`, the policy's
+    teacher-forced log-probs, cut where y- passes `surprise_threshold` nats; `tapo.core.locate`).
 
     >>> make_constructor("aligned", tokenizer=None).strategy
     'aligned'
@@ -628,4 +715,5 @@ def make_constructor(
                          keep_truncated=keep_truncated)
     if strategy == "self":
         return SelfConstructor(template=template, **common, **model_options)
-    return SpliceConstructor(fallback=splice_fallback, self_template=template, **common, **model_options)
+    return SpliceConstructor(fallback=splice_fallback, self_template=template, locator=splice_locate, score=score,
+                             surprise_threshold=surprise_threshold, **common, **model_options)

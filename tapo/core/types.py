@@ -27,6 +27,7 @@ class ConstructionRequest:
     negative_ids: tuple[int, ...]  # y-'s own completion token ids (no padding)
     positive_text: str  # y+: a right rollout of the same query
     answer: str  # the gold answer, for scoring the construction
+    prompt_ids: tuple[int, ...] = ()  # y-'s own prompt ids as rolled out (splice surprise's plain view); () -> chat(question)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from tapo.core.constructors import (
     make_constructor,
     prefix_fidelity,
 )
+from tapo.core.locate import DEFAULT_THRESHOLD, SURPRISE_TEMPLATE
 from tapo.core.synthesis import (
     CONTINUE_TEMPLATE,
     LOCATE_TEMPLATE,
@@ -107,6 +108,17 @@ class TAPOConfig(GRPOConfig):
         default=128,
         metadata={"help": "splice: the token budget of the locate call (quote and diagnosis), which stops right "
                           "after </analysis>. The continuation's budget is max_completion_length."},
+    )
+    splice_locate: str = field(
+        default="ask",
+        metadata={"help": "splice: how y-'s first mistake is found. ask: the policy quotes and diagnoses it (one short "
+                          "decode). surprise: no decode; one teacher-forced pass scores y- with and without y+ in the "
+                          "context and cuts after the first line or sentence y+ makes much less likely."},
+    )
+    splice_surprise_threshold: float = field(
+        default=DEFAULT_THRESHOLD,
+        metadata={"help": "splice_locate surprise: a line or sentence holds the first mistake when one of its tokens "
+                          "is this many nats less likely once y+ is known."},
     )
     synthesis_template: str | None = field(
         default=None, metadata={"help": "Path of a custom `self` synthesis template ($question, $negative, $positive)."}
@@ -197,6 +209,9 @@ class TAPOTrainer(GRPOTrainer):
             chat_template_kwargs=template_kwargs,
             keep_truncated=cfg.keep_truncated_constructions,
             max_tokens=cfg.max_construction_tokens,
+            splice_locate=cfg.splice_locate,
+            score=self._policy_score,
+            surprise_threshold=cfg.splice_surprise_threshold,
         )
         self._check_columns()
         self._check_synthesis_fits(template or SELF_TEMPLATE)
@@ -310,7 +325,7 @@ class TAPOTrainer(GRPOTrainer):
             requests.append(ConstructionRequest(
                 pair=pair, question=negative.question, negative_text=negative.completion_text,
                 negative_ids=tuple(negative.completion_ids), positive_text=positive.completion_text,
-                answer=self._answer_of(negative.inputs),
+                answer=self._answer_of(negative.inputs), prompt_ids=tuple(negative.prompt_ids),
             ))
         synthesis_started = time.perf_counter()
         results = self.constructor.construct(requests)
@@ -512,6 +527,26 @@ class TAPOTrainer(GRPOTrainer):
         )
         return logps, entropies
 
+    def _policy_score(self, prompts: list[list[int]], completions: list[list[int]]) -> list[list[float]]:
+        """The constructors' ScoreFn (splice_locate: surprise): log-probs of the completions under the policy.
+
+        A collective call like `_synthesis_generate`: every process scores the same number of rows
+        (padded with the dummy prompt and a one-token completion, dropped), so ZeRO-3/FSDP make the
+        same forward passes everywhere, unless no process has any row.
+        """
+        most = max(gather_object([len(prompts)]))
+        if most == 0:
+            return []
+        pad = most - len(prompts)
+        prompt_ids, prompt_mask = stack_rows(
+            list(prompts) + [self._dummy_prompt_ids] * pad, pad_id=self.pad_token_id, side="left"
+        )  # [most, P]
+        completion_ids, completion_mask = stack_rows(
+            list(completions) + [[self.pad_token_id]] * pad, pad_id=self.pad_token_id, side="right", width=1
+        )  # [most, T]
+        logps, _ = self._score_tokens(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask, entropy=False)
+        return [logps[i, : len(ids)].tolist() for i, ids in enumerate(completions)]
+
     def _synthesis_generate(self, prompt_ids: list[list[int]], *, phase: str) -> list[list[int]]:
         """The constructors' GenerateFn: the parent's generation path with the sampling of `phase`.
 
@@ -613,7 +648,9 @@ class TAPOTrainer(GRPOTrainer):
         synthesis_extra_tokens; a splice locate prompt holds the same with the LOCATE template and
         asks for splice_locate_tokens; a continuation prompt holds the CONTINUE template, the
         question, y+, the locate analysis (at most splice_locate_tokens), y-'s kept prefix and the
-        reflection opener, and asks for max_completion_length. The context is vLLM's
+        reflection opener, and asks for max_completion_length. With splice_locate surprise there is no
+        locate prompt but a scored row (the SURPRISE template, the question, y+, then y-), and the
+        analysis names one unit of y- (at most max_completion_length). The context is vLLM's
         `vllm_max_model_length` when set, else the model's.
         """
         cfg = self.args
@@ -640,15 +677,21 @@ class TAPOTrainer(GRPOTrainer):
             checks.append(("a synthesis prompt", template + question + 2 * mcl + budget,
                            f"template {template} + {common} + a budget of max_completion_length + "
                            f"synthesis_extra_tokens = {budget}", "max_completion_length / synthesis_extra_tokens"))
-        if cfg.construction == "splice":
+        if cfg.construction == "splice" and cfg.splice_locate == "ask":
             template = tokens(LOCATE_TEMPLATE)
             checks.append(("a splice locate prompt", template + question + 2 * mcl + locate,
                            f"template {template} + {common} + a budget of splice_locate_tokens = {locate}",
                            "max_completion_length / splice_locate_tokens"))
+        elif cfg.construction == "splice":  # surprise: the privileged row scores y- after the question and y+
+            template = tokens(SURPRISE_TEMPLATE)
+            checks.append(("a splice surprise row", template + question + 2 * mcl,
+                           f"template {template} + {common}", "max_completion_length"))
+            locate = mcl  # the analysis names one line or sentence of y-
+        if cfg.construction == "splice":
             template = tokens(CONTINUE_TEMPLATE) + tokens(" " + REFLECTION_OPENER)
             checks.append(("a splice continuation prompt", template + question + 2 * mcl + locate + mcl,
                            f"template and opener {template} + {common} + the locate analysis up to "
-                           f"splice_locate_tokens = {locate} + a budget of max_completion_length = {mcl}",
+                           f"{locate} tokens + a budget of max_completion_length = {mcl}",
                            "max_completion_length / splice_locate_tokens"))
         prompt, needed, parts, options = max(checks, key=lambda check: check[1])
         if needed > limit:

@@ -11,10 +11,12 @@ GenerateFn of one. Inside training, TAPO samples through the trainer's own gener
     vllm.py      the vLLM backend
     backends.py  choosing a backend and loading a model for it
     batched.py   chunked, seeded sampling of many prompts; the GenerateFn
+    scoring.py   teacher-forced log-probs of given completions; the ScoreFn (splice's surprise locator)
 """
 
 from tapo.sampling.backends import BACKENDS, check_dtype, make_sampler, resolve_backend
 from tapo.sampling.batched import generate_fn, index_seeds, sample_groups, sample_query_groups
+from tapo.sampling.scoring import hf_score_fn, score_completions
 from tapo.sampling.types import (
     Completion,
     Sampler,
@@ -26,6 +28,6 @@ from tapo.sampling.types import (
 
 __all__ = [
     "BACKENDS", "Completion", "Sampler", "SamplingSettings", "check_dtype", "derive_seed", "generate_fn",
-    "index_seeds", "make_sampler", "messages_prompt_ids", "prompt_token_ids", "resolve_backend", "sample_groups",
-    "sample_query_groups",
+    "hf_score_fn", "index_seeds", "make_sampler", "messages_prompt_ids", "prompt_token_ids", "resolve_backend",
+    "sample_groups", "sample_query_groups", "score_completions",
 ]
