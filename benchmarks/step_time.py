@@ -55,11 +55,8 @@ ARMS: dict[str, dict | None] = {
     "grpo": None,
     "self": {"construction": "self"},  # the paper: the policy writes analysis + reconstruction
     "splice": {"construction": "splice"},  # the policy locates the mistake; y-'s own ids kept, then continued
+    "splice+surprise": {"construction": "splice", "splice_locate": "surprise"},  # located by one scoring pass
     "aligned": {"construction": "aligned"},  # rule-based, no model call (the built-in arithmetic task)
-    # Next, once the options exist (DESIGN section 3): no locate decode, synthesis inside the next
-    # step's rollout call.
-    # "splice+surprise+deferred": {"construction": "splice", "splice_locate": "surprise",
-    #                              "synthesis_schedule": "deferred"},
 }
 SMOKE_STEPS = 2  # the warm-up step and one timed step
 SMOKE_SETTINGS = ["tapo.m_max=2"]  # few tries per eligible query: seconds on the tiny model

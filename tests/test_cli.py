@@ -114,7 +114,7 @@ def test_step_time_benchmark_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads(out.read_text())
     arms = numbers["arms"]
-    assert list(arms) == ["grpo", "self", "splice", "aligned"]
+    assert list(arms) == ["grpo", "self", "splice", "splice+surprise", "aligned"]
     table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| arm ")}
     assert list(table) == list(arms)  # one table, a row per arm
@@ -128,7 +128,7 @@ def test_step_time_benchmark_smoke(tmp_path):
         assert table[name][5] == f"{seconds['total']:.3f}" and table[name][6] == f"{arm['ratio_to_grpo']:.2f}"
         assert seconds["rollouts"] > 0, name  # GRPO's rollouts are timed by the benchmark itself
     assert "constructions" not in arms["grpo"] and table["grpo"][1:4] == ["–", "–", "–"]
-    for name in ("self", "splice"):  # the tiny model cannot write syntheses, but it pays for trying
+    for name in ("self", "splice", "splice+surprise"):  # the tiny model cannot write syntheses, but it pays for trying
         c = arms[name]["constructions"]
         assert c["tries"] > 0 and c["synthesis_tokens"] > 0 and arms[name]["seconds"]["synthesis"] > 0
     aligned = arms["aligned"]["constructions"]
