@@ -149,6 +149,7 @@ def choices() -> dict[str, tuple]:
         "tapo.construction": STRATEGIES,
         "tapo.splice_fallback": SPLICE_FALLBACKS,
         "tapo.splice_locate": SPLICE_LOCATORS,
+        "tapo.synthesis_schedule": ("inline", "deferred"),
         "tapo.ref_baseline": BASELINES,
         # TRL 1.16's GRPOConfig documents these in its help texts, and fails on others only mid-run.
         "trainer.loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),

@@ -41,6 +41,8 @@ from tapo.core.types import (
     ConstructionFailure,
     ConstructionPair,
     ConstructionRequest,
+    PendingConstruction,
+    SpliceCut,
 )
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "ConstructionFailure",
     "ConstructionPair",
     "ConstructionRequest",
+    "PendingConstruction",
+    "SpliceCut",
     "build_continue_prompt",
     "build_locate_prompt",
     "build_self_prompt",

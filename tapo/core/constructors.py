@@ -72,7 +72,7 @@ from tapo.core.synthesis import (
     parse_synthesis_closed,
     seed_reflection,
 )
-from tapo.core.types import ConstructedTrajectory, ConstructionFailure, ConstructionRequest
+from tapo.core.types import ConstructedTrajectory, ConstructionFailure, ConstructionRequest, PendingConstruction, SpliceCut
 
 PHASES = ("synthesis", "locate", "continuation")
 
@@ -284,6 +284,21 @@ def _call(generate: GenerateFn, prompts: list[list[int]], *, phase: str) -> list
     return [list(c) for c in completions]
 
 
+def run_pending(
+    generate: GenerateFn, items: Sequence[PendingConstruction | ConstructionFailure], *, phases: Sequence[str]
+) -> list[list[int] | None]:
+    """The completions `complete` needs: one `generate` call per phase, in order, also with no prompt.
+
+    Returns one entry per item, aligned: the completion of a pending item, None for a failure.
+    """
+    completions: list[list[int] | None] = [None] * len(items)
+    for phase in phases:
+        waiting = [i for i, x in enumerate(items) if isinstance(x, PendingConstruction) and x.phase == phase]
+        for i, completion in zip(waiting, _call(generate, [list(items[i].prompt_ids) for i in waiting], phase=phase)):
+            completions[i] = completion
+    return completions
+
+
 def _too_long(new_text: str, limit: int | None) -> bool:
     return limit is not None and len(new_text) > limit
 
@@ -363,23 +378,25 @@ class SelfConstructor:
                    "truncated": not closed},
         )
 
+    pending_phases: ClassVar[tuple[str, ...]] = ("synthesis",)
+
+    def defer(self, requests: Sequence[ConstructionRequest]) -> list[PendingConstruction]:
+        """Everything before the synthesis call (no model call): each request's synthesis prompt."""
+        return [
+            PendingConstruction(request=r, phase="synthesis", prompt_ids=tuple(p))
+            for r, p in zip(requests, self.prompts(requests))
+        ]
+
+    def complete(
+        self, items: Sequence[PendingConstruction | ConstructionFailure], completions: Sequence[Sequence[int] | None]
+    ) -> list[Result]:
+        """Parse each pending item's synthesis completion (failures pass through)."""
+        return [x if isinstance(x, ConstructionFailure) else self.finish(x.request, c) for x, c in zip(items, completions)]
+
     def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
         """One generate call for the batch, then parse each completion."""
-        completions = _call(self.generate, self.prompts(requests), phase="synthesis")
-        return [self.finish(r, c) for r, c in zip(requests, completions)]
-
-
-@dataclass(frozen=True)
-class _Located:
-    """A splice request that passed the locate phase: where to cut y- and what to continue with."""
-
-    index: int  # position in the batch
-    kept_ids: list[int]  # y-'s own ids up to the end of the quote
-    opener_ids: list[int]  # the seeded start of the reflection
-    analysis: str
-    quote: str
-    locate_tokens: int
-    notes: Mapping[str, Any] | None = None  # locator-specific provenance, merged into the trajectory's extra
+        items = self.defer(requests)
+        return self.complete(items, run_pending(self.generate, items, phases=self.pending_phases))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -435,7 +452,7 @@ class SpliceConstructor:
         if self.surprise_rule not in RULES:
             raise ValueError(f"unknown surprise rule {self.surprise_rule!r}; choose from {', '.join(RULES)}")
 
-    def locate(self, request: ConstructionRequest, index: int, completion: Sequence[int]) -> _Located | str:
+    def locate(self, request: ConstructionRequest, completion: Sequence[int]) -> SpliceCut | str:
         """Phase-1 result of one request: where to cut, or the failure reason."""
         raw = self.tokenizer.decode(list(completion), skip_special_tokens=True)
         parsed = parse_locate(raw)
@@ -449,16 +466,15 @@ class SpliceConstructor:
             return "quote_not_found"
         kept = kept_all[: tokens_covering(self.tokenizer, kept_all, end)]
         opener = seed_reflection(self.tokenizer.decode(kept, skip_special_tokens=True), opener=self.opener)
-        return _Located(
-            index=index,
-            kept_ids=kept,
-            opener_ids=list(self.tokenizer.encode(opener, add_special_tokens=False)),
+        return SpliceCut(
+            kept_ids=tuple(kept),
+            opener_ids=tuple(self.tokenizer.encode(opener, add_special_tokens=False)),
             analysis=analysis,
             quote=quote,
             locate_tokens=len(completion),
         )
 
-    def locate_by_surprise(self, requests: Sequence[ConstructionRequest]) -> list[_Located | str]:
+    def locate_by_surprise(self, requests: Sequence[ConstructionRequest]) -> list[SpliceCut | str]:
         """The locate phase of locator="surprise": no decode, one `score` call, then each y-'s cut or "no_surprise".
 
         The call scores every y- (eos stripped) under its own prompt (`request.prompt_ids`, else the
@@ -485,7 +501,7 @@ class SpliceConstructor:
         logps = self.score(plain + privileged, negatives + negatives)  # type: ignore[misc]  # checked in __post_init__
         if len(logps) != 2 * len(requests):
             raise ValueError(f"score returned {len(logps)} rows for {2 * len(requests)} splice surprise rows")
-        located: list[_Located | str] = []
+        located: list[SpliceCut | str] = []
         for i, ids in enumerate(negatives):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             cut = locate_by_surprise(
@@ -498,10 +514,9 @@ class SpliceConstructor:
             kept = ids[: cut.kept_tokens]
             unit = text[cut.span[0] : cut.span[1]]
             opener = seed_reflection(self.tokenizer.decode(kept, skip_special_tokens=True), opener=self.opener)
-            located.append(_Located(
-                index=i,
-                kept_ids=kept,
-                opener_ids=list(self.tokenizer.encode(opener, add_special_tokens=False)),
+            located.append(SpliceCut(
+                kept_ids=tuple(kept),
+                opener_ids=tuple(self.tokenizer.encode(opener, add_special_tokens=False)),
                 analysis=f'The attempt first goes wrong at "{unit}".',
                 quote=unit,
                 locate_tokens=0,
@@ -509,19 +524,20 @@ class SpliceConstructor:
             ))
         return located
 
-    def continue_prompt(self, request: ConstructionRequest, located: _Located) -> list[int]:
+    def continue_prompt(self, request: ConstructionRequest, located: SpliceCut) -> list[int]:
         """chat(CONTINUE prompt) + y-'s kept ids + the opener ids: the model writes what follows."""
         text = build_continue_prompt(
             question=request.question, positive=request.positive_text, analysis=located.analysis
         )
-        return chat_prompt_ids(self.tokenizer, text, self.chat_template_kwargs) + located.kept_ids + located.opener_ids
+        prompt = chat_prompt_ids(self.tokenizer, text, self.chat_template_kwargs)
+        return prompt + list(located.kept_ids) + list(located.opener_ids)
 
-    def finish(self, request: ConstructionRequest, located: _Located, completion: Sequence[int]) -> Result:
+    def finish(self, request: ConstructionRequest, located: SpliceCut, completion: Sequence[int]) -> Result:
         """Assemble y_ref from the kept prefix, the opener and the continuation."""
         ends = _ends_of(self.tokenizer, self.eos_token_ids)
         generated = located.locate_tokens + len(completion)
         body, stopped = strip_eos(completion, ends)
-        new_text = self.tokenizer.decode(located.opener_ids + body, skip_special_tokens=True)
+        new_text = self.tokenizer.decode(list(located.opener_ids) + body, skip_special_tokens=True)
         fail = dict(pair=request.pair, strategy=self.strategy, generated_tokens=generated, raw_output=new_text)
         if not self.tokenizer.decode(body, skip_special_tokens=True).strip():
             return ConstructionFailure(reason="empty", **fail)
@@ -529,7 +545,7 @@ class SpliceConstructor:
             return ConstructionFailure(reason="truncated", **fail)
         if _too_long(new_text, self.max_reflection_chars):
             return ConstructionFailure(reason="too_long", **fail)
-        ids = located.kept_ids + located.opener_ids + body + ([ends[0]] if stopped else [])
+        ids = list(located.kept_ids) + list(located.opener_ids) + body + ([ends[0]] if stopped else [])
         if _over_budget(ids, self.max_tokens):
             return ConstructionFailure(reason="too_long", **fail)
         k = len(located.kept_ids)
@@ -545,8 +561,30 @@ class SpliceConstructor:
             extra={"quote": located.quote, "truncated": not stopped, **(located.notes or {})},
         )
 
-    def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
-        """Locate, continuation, then (fallback "self") the fallbacks' synthesis: one call each."""
+    @property
+    def pending_phases(self) -> tuple[str, ...]:
+        """The calls `complete` waits on, in order: the continuations, then (fallback "self") the fallbacks."""
+        return ("continuation", "synthesis") if self.fallback == "self" else ("continuation",)
+
+    def _fallback(self) -> SelfConstructor:
+        return SelfConstructor(
+            tokenizer=self.tokenizer,
+            generate=self.generate,
+            template=self.self_template,
+            max_reflection_chars=self.max_reflection_chars,
+            eos_token_ids=self.eos_token_ids,
+            chat_template_kwargs=self.chat_template_kwargs,
+            keep_truncated=self.keep_truncated,
+            max_tokens=self.max_tokens,
+        )
+
+    def defer(self, requests: Sequence[ConstructionRequest]) -> list[PendingConstruction | ConstructionFailure]:
+        """The locate phase now (one decode, or one scoring pass), then per request what is left to generate.
+
+        A located request waits on its continuation ("continuation"); one that could not be located
+        waits on its `self` synthesis ("synthesis", fallback "self") or fails with the locate
+        reason (fallback "drop").
+        """
         requests = list(requests)
         if self.locator == "surprise":  # no decode: one scoring pass places every cut
             located = self.locate_by_surprise(requests)
@@ -561,46 +599,53 @@ class SpliceConstructor:
                 for r in requests
             ]
             locate_completions = _call(self.generate, prompts, phase="locate")
-            located = [self.locate(r, i, c) for i, (r, c) in enumerate(zip(requests, locate_completions))]
-        results: list[Result | None] = [None] * len(requests)
-        to_continue = [x for x in located if isinstance(x, _Located)]
-        continuations = _call(
-            self.generate, [self.continue_prompt(requests[x.index], x) for x in to_continue], phase="continuation"
-        )
-        for x, completion in zip(to_continue, continuations):
-            results[x.index] = self.finish(requests[x.index], x, completion)
-        failed = [i for i, x in enumerate(located) if isinstance(x, str)]
-        if self.fallback == "drop":
-            for i in failed:
-                results[i] = ConstructionFailure(
-                    pair=requests[i].pair,
-                    strategy=self.strategy,
-                    reason=located[i],
-                    generated_tokens=len(locate_completions[i]),
-                    raw_output=self.tokenizer.decode(locate_completions[i], skip_special_tokens=True),
-                )
-            return results  # type: ignore[return-value]  # every slot is filled above
-        fallback = SelfConstructor(
-            tokenizer=self.tokenizer,
-            generate=self.generate,
-            template=self.self_template,
-            max_reflection_chars=self.max_reflection_chars,
-            eos_token_ids=self.eos_token_ids,
-            chat_template_kwargs=self.chat_template_kwargs,
-            keep_truncated=self.keep_truncated,
-            max_tokens=self.max_tokens,
-        )
-        syntheses = _call(self.generate, fallback.prompts([requests[i] for i in failed]), phase="synthesis")
-        for i, completion in zip(failed, syntheses):
-            result = fallback.finish(requests[i], completion)
-            spent = len(locate_completions[i]) + result.generated_tokens
-            if isinstance(result, ConstructedTrajectory):
-                extra = {**result.extra, "fallback": "self", "locate_failure": located[i]}
-                result = replace(result, generated_tokens=spent, extra=extra)
+            located = [self.locate(r, c) for r, c in zip(requests, locate_completions)]
+        fallback = self._fallback() if self.fallback == "self" else None
+        items: list[PendingConstruction | ConstructionFailure] = []
+        for r, cut, spent in zip(requests, located, locate_completions):
+            if isinstance(cut, SpliceCut):
+                items.append(PendingConstruction(
+                    request=r, phase="continuation", prompt_ids=tuple(self.continue_prompt(r, cut)), cut=cut,
+                    spent_tokens=cut.locate_tokens,
+                ))
+            elif fallback is not None:
+                items.append(PendingConstruction(
+                    request=r, phase="synthesis", prompt_ids=tuple(fallback.prompts([r])[0]), locate_failure=cut,
+                    spent_tokens=len(spent),
+                ))
             else:
-                result = replace(result, generated_tokens=spent)
-            results[i] = result
-        return results  # type: ignore[return-value]  # every slot is filled above
+                items.append(ConstructionFailure(
+                    pair=r.pair, strategy=self.strategy, reason=cut, generated_tokens=len(spent),
+                    raw_output=self.tokenizer.decode(spent, skip_special_tokens=True),
+                ))
+        return items
+
+    def complete(
+        self, items: Sequence[PendingConstruction | ConstructionFailure], completions: Sequence[Sequence[int] | None]
+    ) -> list[Result]:
+        """Finish each pending item with its completion: a splice, or a `self` fallback marked as one."""
+        fallback = self._fallback()
+        results: list[Result] = []
+        for x, completion in zip(items, completions):
+            if isinstance(x, ConstructionFailure):
+                results.append(x)
+            elif x.phase == "continuation":
+                results.append(self.finish(x.request, x.cut, completion))
+            else:
+                result = fallback.finish(x.request, completion)
+                spent = x.spent_tokens + result.generated_tokens
+                if isinstance(result, ConstructedTrajectory):
+                    extra = {**result.extra, "fallback": "self", "locate_failure": x.locate_failure}
+                    result = replace(result, generated_tokens=spent, extra=extra)
+                else:
+                    result = replace(result, generated_tokens=spent)
+                results.append(result)
+        return results
+
+    def construct(self, requests: Sequence[ConstructionRequest]) -> list[Result]:
+        """Locate, continuation, then (fallback "self") the fallbacks' synthesis: one call each."""
+        items = self.defer(requests)
+        return self.complete(items, run_pending(self.generate, items, phases=self.pending_phases))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,50 @@ class ConstructionFailure:
     reason: str  # "unparsed" | "quote_not_found" | "empty" | ...
     generated_tokens: int = 0
     raw_output: str = ""
+
+
+@dataclass(frozen=True)
+class SpliceCut:
+    """Where `splice` cuts y- and what the policy continues from (the result of its locate phase)."""
+
+    kept_ids: tuple[int, ...]  # y-'s own ids up to the end of the located span
+    opener_ids: tuple[int, ...]  # the seeded start of the reflection
+    analysis: str  # what the continuation prompt says of the mistake
+    quote: str  # the located span of y-
+    locate_tokens: int  # tokens decoded to locate it (0 for the surprise locator)
+    notes: dict = field(default_factory=dict)  # locator-specific provenance, merged into the trajectory's extra
+
+
+@dataclass(frozen=True)
+class PendingConstruction:
+    """A construction whose last generation has not run yet: the prompt it waits on and how to finish it.
+
+    A constructor's `defer` makes these and its `complete` finishes them with their completions;
+    `construct` is the two with the generation in between. Under `synthesis_schedule: deferred`
+    the trainer keeps them for the next step's rollout call and saves them in checkpoints
+    (`to_dict` / `from_dict` round-trip through JSON).
+    """
+
+    request: ConstructionRequest
+    phase: str  # the phase of the generation still to run: "synthesis" or "continuation"
+    prompt_ids: tuple[int, ...]
+    cut: SpliceCut | None = None  # splice: where y- is cut (phase "continuation")
+    locate_failure: str | None = None  # splice's self fallback: why locating failed
+    spent_tokens: int = 0  # tokens already decoded for it (splice's locate answer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingConstruction:
+        request = dict(data["request"])
+        request["pair"] = ConstructionPair(**request["pair"])
+        for key in ("negative_ids", "prompt_ids"):
+            request[key] = tuple(request[key])
+        cut = data.get("cut")
+        if cut is not None:
+            cut = SpliceCut(**{**cut, "kept_ids": tuple(cut["kept_ids"]), "opener_ids": tuple(cut["opener_ids"])})
+        return cls(
+            request=ConstructionRequest(**request), phase=data["phase"], prompt_ids=tuple(data["prompt_ids"]),
+            cut=cut, locate_failure=data.get("locate_failure"), spent_tokens=int(data.get("spent_tokens", 0)),
+        )

@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from accelerate.utils import gather, gather_object
 from trl import GRPOConfig, GRPOTrainer
 
@@ -39,6 +41,7 @@ from tapo.engine.batching import (
 from tapo.core import (
     ConstructedTrajectory,
     ConstructionRequest,
+    PendingConstruction,
     batch_std,
     group_advantages,
     is_degenerate,
@@ -56,6 +59,7 @@ from tapo.core.constructors import (
     has_no_marker,
     make_constructor,
     prefix_fidelity,
+    run_pending,
 )
 from tapo.core.locate import DEFAULT_THRESHOLD, SURPRISE_TEMPLATE
 from tapo.core.synthesis import (
@@ -65,6 +69,8 @@ from tapo.core.synthesis import (
     SELF_TEMPLATE,
     correction_start_char,
 )
+from tapo.engine.deferred import DeferredRound, load_pending, save_pending
+from tapo.engine.riders import rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
 from tapo.tensors import stack_rows
 
@@ -120,6 +126,12 @@ class TAPOConfig(GRPOConfig):
         metadata={"help": "splice_locate surprise: a line or sentence holds the first mistake when one of its tokens "
                           "is this many nats less likely once y+ is known."},
     )
+    synthesis_schedule: str = field(
+        default="inline",
+        metadata={"help": "inline (paper): constructions are built and trained in the step that chose their pairs. "
+                          "deferred: the pairs chosen at one generation are built in the next one's rollout call "
+                          "(HF generate; their own call under vLLM) and trained beside its rollouts."},
+    )
     synthesis_template: str | None = field(
         default=None, metadata={"help": "Path of a custom `self` synthesis template ($question, $negative, $positive)."}
     )
@@ -146,12 +158,17 @@ class TAPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.synthesis_schedule not in SCHEDULES:
+            raise ValueError(f"unknown synthesis_schedule {self.synthesis_schedule!r}; choose from {', '.join(SCHEDULES)}")
         value = self.splice_locate_tokens
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(
                 f"splice_locate_tokens must be a positive integer (the token budget of splice's locate call), "
                 f"got {value!r}"
             )
+
+
+SCHEDULES = ("inline", "deferred")
 
 
 def tapo_option_names() -> set[str]:
@@ -173,6 +190,47 @@ class _Row:
     truncated: bool  # cut off by the token budget (no eos): never a y-
 
 
+@dataclass
+class _ChosenRound:
+    """One generation's gathered rollouts, grouped, and the pairs DCS chose on them."""
+
+    rows: list[_Row]
+    groups: list[list[_Row]]
+    group_keys: list[str]  # unique per group; a pair's query_id is its group's key
+    group_of: dict[str, int]
+    pairs: list  # ConstructionPair, global, in slot order
+    slots: int  # construction slots per process
+    start: int  # this process's first slot
+
+    @property
+    def local_pairs(self) -> list:
+        return self.pairs[self.start : self.start + self.slots]
+
+    def requests(self, answer_of) -> list[ConstructionRequest]:
+        """This process's construction requests: each local pair's question, y-, y+ and prompt."""
+        requests = []
+        for pair in self.local_pairs:
+            group = self.groups[self.group_of[pair.query_id]]
+            negative, positive = group[pair.negative_index], group[pair.positive_index]
+            requests.append(ConstructionRequest(
+                pair=pair, question=negative.question, negative_text=negative.completion_text,
+                negative_ids=tuple(negative.completion_ids), positive_text=positive.completion_text,
+                answer=answer_of(negative.inputs), prompt_ids=tuple(negative.prompt_ids),
+            ))
+        return requests
+
+    def round(self, *, step: int, world_size: int, items=()) -> DeferredRound:
+        """What training these pairs needs, now or a generation later (then with their pending `items`)."""
+        heads = [self.groups[self.group_of[p.query_id]][0] for p in self.local_pairs]
+        return DeferredRound(
+            step=step, world_size=world_size, slots=self.slots,
+            pairs=list(self.pairs) + [None] * (self.slots * world_size - len(self.pairs)),
+            group_rewards={key: [r.reward for r in g] for key, g in zip(self.group_keys, self.groups, strict=True)},
+            rollout_rewards=[r.reward for r in self.rows], items=list(items),
+            inputs=[dict(r.inputs) for r in heads], prompt_ids=[list(r.prompt_ids) for r in heads],
+        )
+
+
 class TAPOTrainer(GRPOTrainer):
     """GRPO + trajectory augmentation. With `algorithm: grpo` the plain `GRPOTrainer` runs instead."""
 
@@ -188,6 +246,12 @@ class TAPOTrainer(GRPOTrainer):
                 f"decoupled: false mixes y_ref into the original group, so ref_baseline {cfg.ref_baseline!r} has no "
                 "meaning there; set decoupled: true or drop ref_baseline"
             )
+        if cfg.synthesis_schedule == "deferred" and cfg.construction == "aligned":
+            raise ValueError("synthesis_schedule deferred defers a generation, and construction aligned makes none; "
+                             "use synthesis_schedule inline")
+        if cfg.synthesis_schedule == "deferred" and not cfg.decoupled:
+            raise ValueError("decoupled: false mixes y_ref into its original group, which synthesis_schedule deferred "
+                             "trains a step before y_ref; use decoupled: true or synthesis_schedule inline")
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 "TAPO normalises reflection groups like TRL's multi_objective_aggregation 'sum_then_normalize'; "
@@ -221,16 +285,66 @@ class TAPOTrainer(GRPOTrainer):
         self._captured: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (logps, entropies) of that loss
         self._generation_metrics: dict[str, float] = {}  # tapo/* of the generation being trained
         self._rollout_seconds = 0.0  # the parent's generation of this step's rollouts
+        # synthesis_schedule deferred: the round chosen at the last generation, and its riders on this one
+        self._pending: DeferredRound | None = None
+        self._riders: list[PendingConstruction] | None = None  # set for the rollout call they ride in
+        self._rider_completions: list[list[int]] | None = None  # what they got there
+        self._rides = cfg.synthesis_schedule == "deferred" and not (
+            self.use_vllm or self.use_transformers_continuous_batching or self.rollout_func is not None
+            or self.tools or self._is_vlm
+        )  # HF generate with text prompts only; elsewhere the deferred generation is its own call
 
     # ---- hooks on the parent ---------------------------------------------------------------------
 
     def _generate(self, prompts):
         started = time.perf_counter()
-        out = super()._generate(prompts)
+        riders = None
+        if self.model.training and self._rides and self._pending is not None:
+            riders = [x for x in self._pending.items if isinstance(x, PendingConstruction)]
+        self._riders, self._rider_completions = riders, None
+        try:
+            out = super()._generate(prompts)
+        finally:
+            self._riders = None
         self._rollout_completion_ids = [list(ids) for ids in out[1]]  # before any truncation mask
         if self.model.training:
             self._rollout_seconds = time.perf_counter() - started
         return out
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """The parent's generation; in a deferred run's rollout call, with the riders as extra rows.
+
+        The call runs to the largest budget, each row sampled and ended as its own (`tapo.engine.riders`);
+        the rollouts come back cut to max_completion_length and the riders' completions are kept for
+        `_augment` (cut after their stop string, as `_synthesis_generate` cuts).
+        """
+        riders, self._riders = self._riders, None
+        if riders is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if not riders:
+            self._rider_completions = []
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        n, mcl = len(prompt_ids), self.max_completion_length
+        plans = [self._phase_sampling(x.phase) for x in riders]  # (budget, stop strings) per rider
+        budgets = [mcl] * n + [budget for budget, _ in plans]
+        stops = [()] * n + [strings for _, strings in plans]
+        sampling = {"temperature": self.args.synthesis_temperature, "top_p": self.args.synthesis_top_p}
+        config, saved = self.generation_config, self.generation_config.max_new_tokens
+        config.max_new_tokens = max(budgets)
+        try:
+            with rows_sampled_apart(self.accelerator.unwrap_model(self.model_wrapped), n_rollouts=n,
+                                    rider_sampling=sampling, budgets=budgets, stops=stops, tokenizer=self._tokenizer):
+                completion_ids, logprobs = super()._generate_single_turn(
+                    list(prompt_ids) + [list(x.prompt_ids) for x in riders], images, multimodal_fields,
+                    num_generations, has_tool_images,
+                )
+        finally:
+            config.max_new_tokens = saved
+        self._rider_completions = [
+            cut_after_stop(self._tokenizer, list(ids[:budget]), strings) if strings else list(ids[:budget])
+            for ids, (budget, strings) in zip(completion_ids[n:], plans, strict=True)
+        ]
+        return [list(ids[:mcl]) for ids in completion_ids[:n]], logprobs
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -292,6 +406,24 @@ class TAPOTrainer(GRPOTrainer):
             train[f"{TIME_PREFIX}update"] = [_step_rest(train)]
         super().log(logs, start_time)
 
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """The parent's training; a deferred run resumed from a checkpoint first takes back its pending pairs."""
+        if self.args.synthesis_schedule == "deferred" and resume_from_checkpoint:
+            folder = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                      else resume_from_checkpoint)
+            if folder is not None:
+                found, self._pending = load_pending(folder, self.accelerator.process_index, self.accelerator.num_processes)
+                if not found:
+                    warnings.warn(f"{folder} holds no pending construction pairs (saved by an inline run?); the "
+                                  "deferred schedule starts with none", stacklevel=2)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.synthesis_schedule == "deferred":  # every process saves its own share, none lost on resume
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            save_pending(folder, self.accelerator.process_index, self._pending)
+
     # ---- TAPO ---------------------------------------------------------------------------------
 
     def _augment(self, inputs: list[dict], batch: dict) -> dict:
@@ -311,52 +443,117 @@ class TAPOTrainer(GRPOTrainer):
         slots = slots_per_process(len(pairs), num_processes=self.accelerator.num_processes, multiple_of=cfg.steps_per_generation)
         self._log_tapo(eligible_frac=eligible / max(len(groups), 1), pairs=float(len(pairs)),
                        **{"time/rollouts": self._rollout_seconds})
+        chosen = _ChosenRound(rows=rows, groups=groups, group_keys=group_keys, group_of=group_of, pairs=pairs,
+                              slots=slots, start=self.accelerator.process_index * slots)
+        if cfg.synthesis_schedule == "deferred":
+            return self._augment_deferred(chosen, batch, started)
         if slots == 0:
             self._log_tapo(**{"time/synthesis": 0.0, "time/score": 0.0, "time/ots": 0.0})  # nothing was constructed
             return mark_rollouts(batch)
 
         # This process builds the pairs in its slots; unused slots stay empty and masked.
-        start = self.accelerator.process_index * slots
-        local_pairs = pairs[start : start + slots]
-        requests = []
-        for pair in local_pairs:
-            group = groups[group_of[pair.query_id]]
-            negative, positive = group[pair.negative_index], group[pair.positive_index]
-            requests.append(ConstructionRequest(
-                pair=pair, question=negative.question, negative_text=negative.completion_text,
-                negative_ids=tuple(negative.completion_ids), positive_text=positive.completion_text,
-                answer=self._answer_of(negative.inputs), prompt_ids=tuple(negative.prompt_ids),
-            ))
+        requests = chosen.requests(self._answer_of)
         synthesis_started = time.perf_counter()
         results = self.constructor.construct(requests)
         synthesis_seconds = time.perf_counter() - synthesis_started
+        world = self.accelerator.num_processes
+        return self._train_constructions(batch, chosen.round(step=self.state.global_step, world_size=world),
+                                         results=results, requests=requests,
+                                         pad_row=rows[0], synthesis_seconds=synthesis_seconds, started=started,
+                                         group_index=group_of)
+
+    def _augment_deferred(self, chosen: _ChosenRound, batch: dict, started: float) -> dict:
+        """synthesis_schedule deferred: train the constructions of the pairs the previous generation chose
+        (their last generation rode in this step's rollout call, or runs now in its own call), then hand this
+        generation's pairs to the next one, after their locate phase, or drop them at the last generation.
+        Every branch is taken alike on every process (the rounds and slots are global)."""
+        previous, self._pending = self._pending, None
+        results = None
+        synthesis_started = time.perf_counter()
+        if previous is not None:
+            if self._rides:
+                completions = self._riders_completed(previous.items)
+            else:
+                completions = run_pending(self._synthesis_generate, previous.items, phases=self.constructor.pending_phases)
+            results = self.constructor.complete(previous.items, completions)
+        if chosen.slots > 0 and self._last_generation():
+            self._log_tapo(deferred_dropped=float(len(chosen.pairs)))  # no later step would train them
+        elif chosen.slots > 0:
+            requests = chosen.requests(self._answer_of)
+            items = self.constructor.defer(requests)  # splice: the locate phase now (collective)
+            self._pending = chosen.round(step=self.state.global_step, world_size=self.accelerator.num_processes,
+                                         items=items)
+        self._log_tapo(pending=float(len(chosen.pairs)) if self._pending is not None else 0.0)
+        synthesis_seconds = time.perf_counter() - synthesis_started
+        if previous is None:
+            self._log_tapo(**{"time/synthesis": synthesis_seconds, "time/score": 0.0, "time/ots": 0.0})
+            return mark_rollouts(batch)
+        requests = [x.request if isinstance(x, PendingConstruction) else None for x in previous.items]
+        return self._train_constructions(batch, previous, results=results, requests=requests, pad_row=chosen.rows[0],
+                                         synthesis_seconds=synthesis_seconds, started=started, group_index=None)
+
+    def _riders_completed(self, items) -> list[list[int] | None]:
+        """The riders' completions from this step's rollout call, aligned with the pending items."""
+        waiting = [i for i, x in enumerate(items) if isinstance(x, PendingConstruction)]
+        got = self._rider_completions
+        if got is None or len(got) != len(waiting):
+            raise RuntimeError(
+                f"{len(waiting)} deferred constructions waited on this step's rollout call, which returned "
+                f"{'none' if got is None else len(got)}: the TRL generation contract changed"
+            )
+        completions: list[list[int] | None] = [None] * len(items)
+        for i, completion in zip(waiting, got):
+            completions[i] = completion
+        self._rider_completions = None
+        return completions
+
+    def _last_generation(self) -> bool:
+        """Whether this generation is the run's last (TRL generates every steps_per_generation x num_iterations
+        micro-steps), so pairs chosen now would never be trained."""
+        accumulation = self.args.gradient_accumulation_steps
+        done = self.state.global_step * accumulation + self._step % accumulation  # micro-steps trained so far
+        return done + self.args.steps_per_generation * self.num_iterations >= self.state.max_steps * accumulation
+
+    def _train_constructions(self, batch: dict, chosen: DeferredRound, *, results, requests, pad_row: _Row,
+                             synthesis_seconds: float, started: float, group_index: dict[str, int] | None) -> dict:
+        """Score, weigh and append the constructions of one round's pairs (this process's `chosen.slots` slots).
+
+        `results` and `requests` are this process's, one per local pair; `chosen` holds the round's global
+        pairs, its group rewards and this process's rows (prompt and dataset row per local pair). Unused
+        slots are padded with `pad_row` and masked. `group_index` (inline only) lets the mixed-group
+        ablation rewrite the rollouts' advantages.
+        """
+        cfg, slots = self.args, chosen.slots
+        start = self.accelerator.process_index * slots
         built = [r if isinstance(r, ConstructedTrajectory) else None for r in results]
         built += [None] * (slots - len(built))
         synthesis_tokens = sum(r.generated_tokens for r in results)
 
         # Score y_ref with the rollouts' own reward path (a collective call: every process passes `slots` rows).
         score_started = time.perf_counter()
-        slot_rows = [groups[group_of[p.query_id]][0] for p in local_pairs] + [rows[0]] * (slots - len(local_pairs))
+        pad = slots - len(chosen.inputs)
+        slot_inputs = [dict(x) for x in chosen.inputs] + [pad_row.inputs] * pad
+        slot_prompt_ids = [list(p) for p in chosen.prompt_ids] + [pad_row.prompt_ids] * pad
         slot_texts = [t.text if t else "" for t in built]
         slot_ids = [list(t.token_ids) if t else [] for t in built]
-        prompts = [r.inputs["prompt"] for r in slot_rows]
+        prompts = [x["prompt"] for x in slot_inputs]
         completions = [_as_completion(text, prompt) for text, prompt in zip(slot_texts, prompts, strict=True)]
-        per_func = self._calculate_rewards([r.inputs for r in slot_rows], prompts, completions, slot_ids)
+        per_func = self._calculate_rewards(slot_inputs, prompts, completions, slot_ids)
         rewards = (per_func * self.reward_weights.to(per_func.device)).nansum(dim=1)  # [slots * world]
         used = gather(torch.tensor([t is not None for t in built], device=self.accelerator.device))  # [slots * world]
         self._rollout_rewards = None  # the rollouts' rewards were consumed by the parent already
         score_seconds = time.perf_counter() - score_started
 
         # DAE: one reflection group per query, normalized on its own (or against the original group).
-        all_pairs = pairs + [None] * (slots * self.accelerator.num_processes - len(pairs))
         ref_adv, degenerate, groups_with_refs, batch = self._reflection_advantages(
-            all_pairs, rewards.tolist(), used.tolist(), groups, group_of, batch
+            chosen.pairs, rewards.tolist(), used.tolist(), chosen.group_rewards, chosen.rollout_rewards,
+            group_index, batch,
         )
         local_adv = ref_adv[start : start + slots]
 
         # OTS weights under the current policy, reference log-probs for the KL term, and the rows to append.
         ots_started = time.perf_counter()
-        prompt_ids, prompt_mask = stack_rows([r.prompt_ids for r in slot_rows], pad_id=self.pad_token_id, side="left")
+        prompt_ids, prompt_mask = stack_rows(slot_prompt_ids, pad_id=self.pad_token_id, side="left")
         completion_ids, completion_mask = stack_rows(slot_ids, pad_id=self.pad_token_id, side="right", width=1)
         truncated_kept = [t is not None and bool(t.extra.get("truncated")) for t in built]
         if self.mask_truncated_completions:  # a kept truncated construction is masked like a truncated rollout
@@ -467,28 +664,30 @@ class TAPOTrainer(GRPOTrainer):
         """group_advantages' options for TRL's convention: sample std, eps 1e-4, scale_rewards honoured."""
         return dict(eps=ENGINE_EPS, unbiased=True, scale=self.scale_rewards != "none")
 
-    def _reflection_advantages(self, all_pairs, rewards, used, groups, group_of, batch):
+    def _reflection_advantages(self, all_pairs, rewards, used, group_rewards, rollout_rewards, group_index, batch):
         """A_ref per slot (global order); with decoupled=False the original rows' advantages change too.
 
-        Reflection groups are normalised exactly as TRL normalises the rollouts, so A_ref and A_orig
-        share one scale: sample std and eps 1e-4, no division under `scale_rewards: none`, and under
-        `batch` the std of the whole batch (of constructed rewards for reflection groups, of rollout
-        rewards for the `original` baseline, of both for the mixed ablation). A lone y_ref keeps A = r.
+        `group_rewards` maps a pair's query key to its rollout group's rewards, `rollout_rewards` holds
+        every rollout reward of the pairs' batch. Reflection groups are normalised exactly as TRL
+        normalises the rollouts, so A_ref and A_orig share one scale: sample std and eps 1e-4, no
+        division under `scale_rewards: none`, and under `batch` the std of the whole batch (of
+        constructed rewards for reflection groups, of rollout rewards for the `original` baseline, of
+        both for the mixed ablation, which needs `group_index` to find the group's rows). A lone y_ref
+        keeps A = r.
         """
         cfg = self.args
-        by_group: dict[int, list[int]] = {}
+        by_group: dict[str, list[int]] = {}
         for slot, pair in enumerate(all_pairs):
             if pair is not None and used[slot]:
-                by_group.setdefault(group_of[pair.query_id], []).append(slot)
+                by_group.setdefault(pair.query_id, []).append(slot)
         options = self._advantage_options()
-        rollout_rewards = [r.reward for group in groups for r in group]
         ref_rewards_all = [rewards[s] for slots in by_group.values() for s in slots]
         batch_scaled = self.scale_rewards == "batch"
         ref_adv = [0.0] * len(all_pairs)
         degenerate = 0
-        for g, slots in by_group.items():
+        for key, slots in by_group.items():
             ref_rewards = [rewards[s] for s in slots]
-            original = [r.reward for r in groups[g]]
+            original = group_rewards[key]
             degenerate += is_degenerate(ref_rewards)
             if cfg.decoupled:
                 pool = rollout_rewards if cfg.ref_baseline == "original" else ref_rewards_all
@@ -497,10 +696,10 @@ class TAPOTrainer(GRPOTrainer):
                     ref_rewards, baseline=cfg.ref_baseline, original_rewards=original, std=std, **options
                 )
             else:  # ablation: one mixed group; the original rollouts' advantages are recomputed with it
-                std = batch_std(rollout_rewards + ref_rewards_all) if batch_scaled else None
+                std = batch_std(list(rollout_rewards) + ref_rewards_all) if batch_scaled else None
                 mixed = group_advantages(original + ref_rewards, std=std, **options)
                 values = mixed[len(original):]
-                batch = self._overwrite_group_advantages(batch, g, mixed[: len(original)])
+                batch = self._overwrite_group_advantages(batch, group_index[key], mixed[: len(original)])
             for s, v in zip(slots, values, strict=True):
                 ref_adv[s] = v
         return ref_adv, degenerate, len(by_group), batch

@@ -1,0 +1,108 @@
+"""Riders: construction prompts decoded in the rollouts' own HF `generate` call (`synthesis_schedule: deferred`).
+
+The call holds the rollout rows first, then the riders. Each row keeps its own sampling and its own end:
+
+- Sampling. While the call runs, the model's `_get_logits_processor` is wrapped (`rows_sampled_apart`):
+  HF builds the processors of the call's generation config, which are the rollouts' own, and those of
+  the same config with the synthesis temperature and top-p, and `RowwiseProcessor` applies the first
+  to the rollout rows and the second to the riders. Every HF logits processor and warper acts on each
+  row by itself, so a rollout row's next-token distribution, given its prefix, is exactly the one it has
+  in a call without riders. (The random draws differ: HF samples the whole batch with one
+  `torch.multinomial`, so batch composition shifts which numbers a row gets, not how it is distributed.)
+- Ends. The call runs to the largest budget; `RowLimits` ends each row at its own budget (rollouts:
+  max_completion_length) or right after its stop string, HF pads a finished row, and the trainer cuts
+  every row back to its budget. A rollout cut at its budget is distributed as one generated with it.
+
+Only HF generate: vLLM samples `num_generations` per unique prompt, gathered over processes, with one
+set of sampling parameters, so there the deferred constructions are generated in their own call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+
+class RowwiseProcessor(LogitsProcessor):
+    """Rows [0, n_first) get `first`, the rest `rest` (each a LogitsProcessorList HF built)."""
+
+    def __init__(self, n_first: int, first: LogitsProcessorList, rest: LogitsProcessorList):
+        self.n_first, self.first, self.rest = n_first, first, rest
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        n = self.n_first
+        head = self.first(input_ids[:n], scores[:n])  # [n, V]
+        tail = self.rest(input_ids[n:], scores[n:])  # [B - n, V]
+        return torch.cat([head, tail], dim=0)  # [B, V]
+
+
+class RowLimits(StoppingCriteria):
+    """Row r is done after budgets[r] new tokens, or once its new tokens contain one of stops[r].
+
+    The prompt width is the call's input width, read at the first check (one new token by then).
+    Stop strings are looked for in the decoded last `window` new tokens only, never in the prompt.
+    """
+
+    def __init__(self, budgets: Sequence[int], stops: Sequence[Sequence[str]], tokenizer: Any, window: int = 24):
+        if len(budgets) != len(stops):
+            raise ValueError(f"{len(budgets)} budgets for {len(stops)} stop lists")
+        self.budgets, self.stops, self.tokenizer, self.window = list(budgets), [tuple(s) for s in stops], tokenizer, window
+        self.prompt_width: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1] - 1
+        new = input_ids.shape[1] - self.prompt_width
+        done = [new >= budget for budget in self.budgets]
+        for row, strings in enumerate(self.stops):
+            if strings and not done[row]:
+                tail = input_ids[row, self.prompt_width :][-self.window :].tolist()
+                text = self.tokenizer.decode(tail, skip_special_tokens=False)
+                done[row] = any(s in text for s in strings)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@contextlib.contextmanager
+def rows_sampled_apart(
+    model,
+    *,
+    n_rollouts: int,
+    rider_sampling: dict[str, float],
+    budgets: Sequence[int],
+    stops: Sequence[Sequence[str]],
+    tokenizer: Any,
+):
+    """While inside: `model.generate` samples rows [0, n_rollouts) with the call's own config, the rest
+    with `rider_sampling` (generation config fields, e.g. temperature and top_p) on top of it, and ends
+    every row at its budget or stop string (`RowwiseProcessor`, `RowLimits`). Restored on exit."""
+    build_processors = model._get_logits_processor  # bound: HF's own construction of the processor list
+    build_criteria = model._get_stopping_criteria
+
+    def get_logits_processor(generation_config, *args, **kwargs):
+        riders_config = copy.deepcopy(generation_config)
+        for name, value in rider_sampling.items():
+            setattr(riders_config, name, value)
+        first = build_processors(generation_config, *args, **kwargs)
+        rest = build_processors(riders_config, *args, **kwargs)
+        return LogitsProcessorList([RowwiseProcessor(n_rollouts, first, rest)])
+
+    def get_stopping_criteria(*args, **kwargs):
+        criteria = build_criteria(*args, **kwargs)
+        return StoppingCriteriaList([*criteria, RowLimits(budgets, stops, tokenizer)])
+
+    patched = {"_get_logits_processor": get_logits_processor, "_get_stopping_criteria": get_stopping_criteria}
+    before = {name: model.__dict__.get(name) for name in patched}
+    model.__dict__.update(patched)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                model.__dict__.pop(name, None)
+            else:
+                model.__dict__[name] = value

@@ -1,0 +1,232 @@
+"""synthesis_schedule deferred: riders in the rollouts' HF generate call, pending pairs across steps and checkpoints.
+
+The distribution property (DESIGN section 3): with riders, a rollout row's next-token distribution at
+every step is the one HF gives it alone, with the rollouts' own sampling settings, and a rider's is the
+one of the synthesis settings. HF samples a batch with one `torch.multinomial`, so the random stream
+(not the distribution) depends on the batch; the test therefore compares distributions, step by step:
+what the call sampled each row from, against HF's own processors applied to that row's prefix alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from tapo.core import PendingConstruction
+from tapo.core.constructors import chat_prompt_ids
+from tapo.engine.deferred import PENDING_FILE, DeferredRound, load_pending, save_pending
+from tapo.engine.riders import RowLimits, RowwiseProcessor, rows_sampled_apart
+from tapo.models import load_policy
+from tests.test_engine_paths import constructions
+from tests.test_tapo_trainer import make_trainer
+
+ROLLOUT = dict(temperature=1.0, top_p=1.0, top_k=20)  # the rollouts' settings in the generation config
+RIDER = dict(temperature=0.7, top_p=0.95)  # the synthesis settings riders get on top of it
+
+
+@pytest.fixture(scope="module")
+def policy():
+    model, tokenizer = load_policy("builtin:tiny-arith", seed=0)
+    model.eval()
+    return model, tokenizer
+
+
+def record_distributions(monkeypatch) -> list[torch.Tensor]:
+    """Every RowwiseProcessor output (the scores each row is sampled from), step by step: [B, V] each."""
+    seen: list[torch.Tensor] = []
+    call = RowwiseProcessor.__call__
+
+    def recording(self, input_ids, scores):
+        out = call(self, input_ids, scores)
+        seen.append(out.detach().clone())
+        return out
+
+    monkeypatch.setattr(RowwiseProcessor, "__call__", recording)
+    return seen
+
+
+def alone(model, config: GenerationConfig, prompt: list[int], generated: list[int]) -> torch.Tensor:
+    """The scores HF samples the next token from, for this row alone (no batch, no padding): [V]."""
+    ids = torch.tensor([prompt + generated])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, -1, :]  # [1, V]
+    processors = model._get_logits_processor(generation_config=config, input_ids_seq_length=len(prompt),
+                                              device="cpu")
+    return processors(ids, logits)[0]
+
+
+def test_rollout_rows_keep_their_distribution_and_riders_get_the_synthesis_settings(policy, monkeypatch):
+    model, tokenizer = policy
+    rollouts = [chat_prompt_ids(tokenizer, q) for q in ("What is 2 + 3?", "What is 9 - 4?")]
+    riders = [chat_prompt_ids(tokenizer, "Rewrite this solution of 7 * 3 step by step and check it. " * 3)]
+    prompts = rollouts + riders
+    budgets, stops = [6, 6, 10], [(), (), ()]
+    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    seen = record_distributions(monkeypatch)
+    torch.manual_seed(0)
+    with rows_sampled_apart(model, n_rollouts=2, rider_sampling=RIDER, budgets=budgets, stops=stops,
+                            tokenizer=tokenizer):
+        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+    assert "_get_logits_processor" not in model.__dict__ and "_get_stopping_criteria" not in model.__dict__
+    new = out[:, width:].tolist()
+    rider_config = GenerationConfig(**{**config.to_dict(), **RIDER})
+    checked = 0
+    for row, prompt in enumerate(prompts):
+        cfg, budget = (config, budgets[row]) if row < 2 else (rider_config, budgets[row])
+        ended = next((t + 1 for t, tok in enumerate(new[row]) if tok == tokenizer.eos_token_id), len(new[row]))
+        for t in range(min(budget, ended)):
+            expected = torch.softmax(alone(model, cfg, prompt, new[row][:t]), dim=-1)
+            got = torch.softmax(seen[t][row], dim=-1)
+            assert torch.allclose(got, expected, atol=1e-5), (row, t)
+            checked += 1
+    assert checked >= 12
+    # the two settings differ: a rollout row's distribution is not what the rider's settings would give
+    assert not torch.allclose(torch.softmax(seen[0][0], -1),
+                              torch.softmax(alone(model, rider_config, prompts[0], []), -1), atol=1e-3)
+    # each row stops at its own budget: past it, only padding
+    for row, budget in enumerate(budgets):
+        assert all(tok == tokenizer.pad_token_id for tok in new[row][budget:]), (row, new[row])
+
+
+def test_row_limits_end_rows_at_their_budget_or_right_after_their_stop_string(policy):
+    _, tokenizer = policy
+    stop = "</reconstruction>"
+    text_ids = tokenizer.encode("ok " + stop + " more", add_special_tokens=False)
+    prompt = tokenizer.encode("x " + stop, add_special_tokens=False)  # the prompt's stop string does not count
+    limits = RowLimits([3, 100], [(), (stop,)], tokenizer)
+    done_at = {}
+    for k in range(1, len(text_ids) + 1):
+        ids = torch.tensor([prompt + text_ids[:k]] * 2)
+        done = limits(ids, None).tolist()
+        for row, flag in enumerate(done):
+            if flag and row not in done_at:
+                done_at[row] = k
+    assert done_at[0] == 3
+    assert stop in tokenizer.decode(text_ids[: done_at[1]]) and stop not in tokenizer.decode(text_ids[: done_at[1] - 1])
+
+
+# ---- in the trainer ----------------------------------------------------------------------------------------
+
+
+def deferred_trainer(tmp_path, **overrides):
+    """splice + surprise on the tiny model: a threshold this low cuts nearly every y-, and continuations that
+    run out of budget are kept, so constructions are built on every step."""
+    settings = dict(construction="splice", splice_locate="surprise", splice_surprise_threshold=0.01,
+                    keep_truncated_constructions=True, synthesis_schedule="deferred", max_steps=3)
+    return make_trainer(tmp_path, **{**settings, **overrides})
+
+
+def test_pairs_are_trained_a_step_later_and_the_last_ones_are_dropped_and_counted(tmp_path):
+    trainer = deferred_trainer(tmp_path)
+    chosen: dict[int, list[str]] = {}
+    defer = type(trainer.constructor).defer
+
+    def recording_defer(self, requests):
+        chosen[trainer.state.global_step + 1] = sorted(r.pair.query_id for r in requests)
+        return defer(self, requests)
+
+    trainer.constructor.__class__.defer = recording_defer
+    try:
+        trainer.train()
+    finally:
+        trainer.constructor.__class__.defer = defer
+    rows = [h for h in trainer.state.log_history if "tapo/pairs" in h and "train_runtime" not in h]
+    assert [h["step"] for h in rows] == [1, 2, 3]
+    assert "tapo/parsed_frac" not in rows[0]  # step 1 trains no construction: its pairs wait for step 2
+    assert rows[0]["tapo/pending"] == rows[0]["tapo/pairs"] > 0
+    assert rows[2]["tapo/deferred_dropped"] == rows[2]["tapo/pairs"] and rows[2]["tapo/pending"] == 0
+    assert sorted(chosen) == [1, 2]  # the last step's pairs are never prepared
+    records = constructions(trainer)
+    by_step: dict[int, list[str]] = {}
+    for r in records:
+        by_step.setdefault(r["step"], []).append(r["query_id"])
+    assert sorted(by_step) == [2, 3]
+    for step, ids in by_step.items():  # built and trained one step after the step that chose them
+        assert set(ids) <= set(chosen[step - 1]), (step, ids, chosen[step - 1])
+    for r in records:
+        assert r["extra"]["locator"] == "surprise" and r["prefix_fidelity"] == 1.0
+
+
+def test_rollouts_with_riders_are_cut_to_their_budget(tmp_path, monkeypatch):
+    """`self` riders (budget max_completion_length + synthesis_extra_tokens) run the step-2 call to their
+    budget; every rollout comes back within max_completion_length, and the clipped ratio TRL logs counts
+    exactly those cut at it (the riders' own ends are in tests above)."""
+    from transformers import GenerationMixin
+
+    mcl, extra = 24, 16
+    trainer = deferred_trainer(tmp_path, construction="self", max_steps=2, max_completion_length=mcl,
+                               synthesis_extra_tokens=extra)
+    calls = []
+    real = GenerationMixin.generate
+
+    def recording(model_self, *args, **kwargs):
+        out = real(model_self, *args, **kwargs)
+        calls.append((kwargs["generation_config"].max_new_tokens, kwargs["input_ids"].shape[0],
+                      out.shape[1] - kwargs["input_ids"].shape[1]))
+        return out
+
+    monkeypatch.setattr(type(trainer.model), "generate", recording)
+    lengths = []
+    generate = type(trainer)._generate
+
+    def recording_generate(self, prompts):
+        out = generate(self, prompts)
+        lengths.append([(len(ids), ids[-1] in (self.processing_class.eos_token_id, self.pad_token_id)) for ids in out[1]])
+        return out
+
+    monkeypatch.setattr(type(trainer), "_generate", recording_generate)
+    trainer.train()
+    rollouts = len(lengths[0])
+    assert calls[0][:2] == (mcl, rollouts)  # step 1: rollouts alone
+    assert calls[1][:2][0] == mcl + extra and calls[1][1] > rollouts  # step 2: riders ride in the same call
+    assert all(max(n for n, _ in step) <= mcl for step in lengths)
+    clipped = [h["completions/clipped_ratio"] for h in trainer.state.log_history if "completions/clipped_ratio" in h]
+    assert clipped[1] == pytest.approx(sum(not ended for _, ended in lengths[1]) / rollouts)
+    assert all(n == mcl for n, ended in lengths[1] if not ended)  # cut at the budget, not before
+
+
+def test_pending_pairs_survive_a_checkpoint(tmp_path):
+    """Interrupted after step 2 (checkpoint-2 holds step 2's pending pairs), resumed: step 3 trains exactly those."""
+    first = deferred_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    first.train()  # max_steps 2: its last pairs are dropped, so make the checkpoint's run longer
+    pending_file = tmp_path / "checkpoint-1" / PENDING_FILE.format(rank=0)
+    saved = json.loads(pending_file.read_text())["pending"]
+    assert saved is not None and saved["items"]
+    found, pending = load_pending(tmp_path / "checkpoint-1", 0, 1)
+    assert found and len(pending.items) == len(saved["items"])
+    assert all(isinstance(x, PendingConstruction) for x in pending.items)
+    assert json.loads(json.dumps(pending.to_json())) == saved  # the round trip is exact
+
+    # resume a 3-step run from checkpoint-1: its step 2 builds checkpoint-1's pairs
+    (tmp_path / "constructions.jsonl").unlink()
+    resumed = deferred_trainer(tmp_path, max_steps=3, save_strategy="no")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    step2 = [r for r in constructions(resumed) if r["step"] == 2]
+    expected = {(x.request.pair.query_id, x.request.pair.negative_index) for x in pending.items}
+    assert step2 and {(r["query_id"], r["negative_index"]) for r in step2} <= expected
+
+
+def test_a_pending_file_from_another_world_size_is_refused(tmp_path):
+    round_ = DeferredRound(step=1, world_size=2, slots=0, pairs=[], group_rewards={}, rollout_rewards=[],
+                           items=[], inputs=[], prompt_ids=[])
+    save_pending(tmp_path, 0, round_)
+    with pytest.raises(ValueError, match="split over 2 processes, this run has 1"):
+        load_pending(tmp_path, 0, 1)
+    assert load_pending(tmp_path / "none", 0, 1) == (False, None)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(construction="aligned"), "construction aligned makes none"),
+    (dict(decoupled=False), "decoupled: false"),
+    (dict(synthesis_schedule="later"), "unknown synthesis_schedule 'later'"),
+])
+def test_deferred_options_are_checked(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        deferred_trainer(tmp_path, **overrides)
