@@ -8,7 +8,7 @@
 Protocol: every arm (`--arms`, names from ARMS below) trains `--steps` steps from the config, one arm
 after the other in this process, with the same start model, data, data order and seed. The GRPO arm is
 TRL's GRPOTrainer (`algorithm: grpo`, the `tapo:` section dropped); a TAPO arm sets `tapo.construction`
-over the config's `tapo:` section (inline synthesis, the paper's schedule). `--set` applies to every arm.
+its options (ARMS) over the config's `tapo:` section. `--set` applies to every arm.
 Step 1 (warm-up) is left out of the time means. On a shared, busy machine one pass is noisy: `--rounds N`
 trains every arm N times, in rounds whose order is reversed every other round, and pools the timed steps
 (the JSON keeps each round's total and the 1-minute load average after each run). On a shared CPU,
@@ -56,6 +56,9 @@ ARMS: dict[str, dict | None] = {
     "self": {"construction": "self"},  # the paper: the policy writes analysis + reconstruction
     "splice": {"construction": "splice"},  # the policy locates the mistake; y-'s own ids kept, then continued
     "splice+surprise": {"construction": "splice", "splice_locate": "surprise"},  # located by one scoring pass
+    # ... and its continuations ride in the next step's rollout call (HF generate)
+    "splice+surprise+deferred": {"construction": "splice", "splice_locate": "surprise",
+                                 "synthesis_schedule": "deferred"},
     "aligned": {"construction": "aligned"},  # rule-based, no model call (the built-in arithmetic task)
 }
 SMOKE_STEPS = 2  # the warm-up step and one timed step
@@ -124,7 +127,8 @@ def arm_numbers(runs: list[tuple[list[dict], list[dict]]], *, strategy: str | No
     generations = [row for rows, _ in runs for row in rows
                    if row.get("tapo/time/rollouts") is None or row["tapo/time/rollouts"] > 0]
     records = [record for _, round_records in runs for record in round_records]
-    tries = sum(row.get("tapo/pairs", 0.0) for row in generations)
+    # pairs the last generation of a deferred run chose were dropped, never tried
+    tries = sum(row.get("tapo/pairs", 0.0) - row.get("tapo/deferred_dropped", 0.0) for row in generations)
     tokens = sum(row.get("tapo/synthesis_tokens", 0.0) for row in generations)
     built, right = len(records), sum(r["reward"] > 0 for r in records)
     out["constructions"] = {

@@ -86,6 +86,14 @@ class CountingConstructor:
         self.log.append({"step": self.trainer.state.global_step, "requests": len(requests)})
         return self.inner.construct(requests)
 
+    def defer(self, requests):  # synthesis_schedule deferred: the pairs are counted when the step chooses them
+        requests = list(requests)
+        self.log.append({"step": self.trainer.state.global_step, "requests": len(requests)})
+        return self.inner.defer(requests)
+
+    def __getattr__(self, name):  # complete, pending_phases, ...
+        return getattr(self.inner, name)
+
 
 def instrument(trainer) -> tuple[list, list]:
     """Count calls into `_generate_single_turn` (instance attribute, so TAPO's own calls go through it too)."""

@@ -185,6 +185,7 @@ def main() -> int:
     parser.add_argument("--construction", default="self")
     parser.add_argument("--splice-locate", default="ask", help="splice's locator; surprise's score calls are recorded")
     parser.add_argument("--surprise-threshold", type=float, default=1.0)
+    parser.add_argument("--schedule", default="inline", help="synthesis_schedule")
     parser.add_argument("--model", default="builtin:tiny-arith",
                         help="the warm-started tiny model ends its answers with eos; a rollout cut off by its budget is never a y-")
     parser.add_argument("--max-completion-length", type=int, default=24)
@@ -243,7 +244,8 @@ def run(args, report: Report) -> None:
             settings["fsdp_config"]["sync_module_states"] = False
     if args.algo == "tapo":
         settings.update(construction=args.construction, n_pos=1, n_neg=1, m_max=1, synthesis_extra_tokens=16,
-                        splice_locate=args.splice_locate, splice_surprise_threshold=args.surprise_threshold)
+                        splice_locate=args.splice_locate, splice_surprise_threshold=args.surprise_threshold,
+                        synthesis_schedule=args.schedule)
         config_cls, trainer_cls = TAPOConfig, TAPOTrainer
     else:
         config_cls, trainer_cls = GRPOConfig, GRPOTrainer
@@ -329,6 +331,12 @@ class _CountingConstructor:
         counts.append(len(requests))
         self._report.update(stage="construct")
         return self._inner.construct(requests)
+
+    def defer(self, requests):  # synthesis_schedule deferred: counted when the step chooses them
+        counts = self._report.data.setdefault("construction_requests", [])
+        counts.append(len(requests))
+        self._report.update(stage="defer")
+        return self._inner.defer(requests)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -118,3 +118,19 @@ def test_rank_without_pairs_joins_the_surprise_scoring_pass(tmp_path):
     assert all(c["returned"] == c["rows"] and c["lengths_match"] for r in reports for c in r["score_calls"])
     # the located pair is continued: one continuation call on each rank (max_completion_length, no stop strings)
     assert [len(r["generate_calls"]) for r in reports] == [2, 2], where(reports)
+
+
+def test_deferred_riders_under_fsdp_with_a_rank_without_pairs(tmp_path):
+    """synthesis_schedule deferred under FSDP2: step 1's one pair (rank 0's) rides in step 2's rollout call on
+    rank 0, which then runs to the synthesis budget, while rank 1 generates its rollouts alone to theirs;
+    sharded generation keeps both in step (synced_gpus) and the run finishes."""
+    code, output, reports = launch(tmp_path, "--fsdp", "2", "--pairs", "skew", "--schedule", "deferred",
+                                   "--max-steps", "2")
+    assert code == 0, f"exit {code} ({'timed out' if code is None else 'failed'}): {where(reports)}\n{output}"
+    assert [r.get("construction_requests") for r in reports] == [[1], [0]], where(reports)  # chosen at step 1
+    assert all(r["finished"] and r["global_step"] == 2 for r in reports), where(reports)
+    calls = [[c["max_new_tokens"] for c in r["generate_calls"]] for r in reports]
+    mcl = reports[0]["generate_calls"][0]["max_new_tokens"]
+    assert calls[1] == [mcl, mcl], where(reports)  # rank 1: two rollout calls, nothing riding
+    assert calls[0][0] == mcl and calls[0][1] > mcl, where(reports)  # rank 0: its rider's budget at step 2
+    assert all(c["done"] for r in reports for c in r["generate_calls"])

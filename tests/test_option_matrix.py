@@ -140,3 +140,36 @@ def test_model_strategies_generate_and_count(tmp_path, construction):
         if row["tapo/pairs"] > 0:
             assert row["tapo/synthesis_tokens"] > 0 and row["tapo/parsed_frac"] == 0.0
     assert all(kind in (0, PADDING) for m in trainer.micro_batches for kind in m["kinds"])
+
+
+# synthesis_schedule deferred: splice located by surprise at a threshold this low cuts nearly every y- of the
+# tiny model, and its continuations are kept when they run out of budget, so every generation builds some.
+DEFERRED = dict(construction="splice", splice_locate="surprise", splice_surprise_threshold=0.01,
+                keep_truncated_constructions=True, synthesis_schedule="deferred")
+
+
+@pytest.mark.parametrize("options, generations", [
+    (dict(steps_per_generation=2, gradient_accumulation_steps=2, max_steps=3), [0, 1, 2]),
+    (dict(num_iterations=2, max_steps=4), [0, 2]),  # a generation every 2 steps, trained twice
+    (dict(beta=0.1, max_steps=3), [0, 1, 2]),
+    (dict(loss_type="dr_grpo", max_steps=3), [0, 1, 2]),
+], ids=["steps_per_generation", "num_iterations", "beta", "dr_grpo"])
+def test_deferred_schedule_under(tmp_path, options, generations):
+    """The constructions a generation's pairs make are trained at the next generation (and as often as its
+    rollouts); the last generation's pairs are dropped and counted; every loss is finite."""
+    trainer = train(tmp_path, **DEFERRED, **options)
+    assert all(math.isfinite(m["loss"]) for m in trainer.micro_batches)
+    trained = {}
+    for m in trainer.micro_batches:
+        trained[m["step"]] = trained.get(m["step"], 0) + sum(kind == CONSTRUCTED for kind in m["kinds"])
+    first, *later = generations
+    assert trained[first] == 0 and all(trained[s] == 0 for s in range(first, later[0]))  # chosen, not yet built
+    assert all(trained[s] > 0 for s in range(later[0], trainer.state.global_step)), trained
+    logs = step_logs(trainer)
+    last = logs[generations[-1]]
+    assert last["tapo/deferred_dropped"] == last["tapo/pairs"] > 0 and last["tapo/pending"] == 0
+    steps_with_records = sorted({r["step"] for r in records(trainer)})
+    assert steps_with_records == [g + 1 for g in later], steps_with_records  # records carry the 1-based step
+    if options.get("beta"):
+        for row in logs[later[0]:]:
+            assert math.isfinite(row["tapo/kl"]) and row["tapo/kl"] >= 0

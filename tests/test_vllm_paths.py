@@ -234,6 +234,21 @@ def test_surprise_splice_comes_from_its_own_pair(tmp_path):
     assert_own_pairs(run)
 
 
+def test_deferred_synthesis_is_its_own_call_and_comes_from_its_own_pair(tmp_path):
+    """synthesis_schedule deferred on the vLLM server path: the pairs a step chose are synthesized in their own
+    call at the next step (vLLM samples num_generations per unique prompt, so they cannot ride in the rollout
+    call), every process passing the same number of prompts; no rollout call carries a construction prompt."""
+    run = launch(tmp_path, *sets("construction=self", "synthesis_schedule=deferred", *VLLM_SERVER, "max_steps=3"))
+    assert_finished(run)
+    assert_unequal_pair_counts(run)
+    steps = sorted({r["step"] for r in run.constructions})
+    assert steps and steps[0] >= 2, steps  # nothing is trained in the step that chose it
+    calls = run.main["standin_calls"]
+    assert sum(set(c["kinds"]) == {"rollout"} for c in calls) == 3  # one rollout call a step, nothing riding in it
+    assert_synthesis_sampling(run, run.main)  # every call with a synthesis prompt has the synthesis sampling
+    assert_own_pairs(run)
+
+
 def test_every_process_makes_the_same_generation_calls_without_vllm(tmp_path):
     """HF generate path, steps_per_generation 2: a batch with one eligible pair leaves process 1 without
     pairs (slots = 2 per process), yet it must make the same generation calls as process 0.
