@@ -1,6 +1,6 @@
-"""The paper's comparison in miniature: GRPO vs TAPO (and its ablations) at equal steps, on held-out problems.
+"""The paper's comparison in miniature: GRPO, SDPO and TAPO (and its ablations) at equal steps, on held-out problems.
 
-    .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature            # full: 3 seeds, 5 arms, 20 steps
+    .venv/bin/python benchmarks/paper_miniature.py --output runs/paper-miniature            # full: 3 seeds, 6 arms, 20 steps
     .venv/bin/python benchmarks/paper_miniature.py --smoke --output /tmp/mini-smoke          # < 2 min, the test suite
     .venv/bin/python benchmarks/paper_miniature.py --seeds 3,4,5 --n-steps 3 --max-operand 6 --output runs/other
     .venv/bin/python benchmarks/paper_miniature.py --construction self --arms grpo,tapo --output runs/mini-self
@@ -14,9 +14,11 @@ What it does, in order:
    (`miniature.build_start_model` (benchmarks/miniature.py); --no-cold-start skips it).
 2. For every seed, trains every arm from that same model for the same number of steps, with the same
    data, data order and trainer seed (`tapo.engine.run.run_training`; a finished arm is not retrained):
-   grpo; tapo (paper-literal: reflection-group baseline, DAE, OTS); tapo_no_dae (`decoupled: false`);
-   tapo_no_ots (`ots: false`); tapo_ref_original (`ref_baseline: original`). Constructions: `aligned`
-   (rule-based), or `self` (--construction self: the policy writes them from the synthesis prompt).
+   grpo; sdpo (TRL's SDPOTrainer at SDPOConfig's defaults: self-distillation from the group's successful
+   rollouts, the implicit rival); tapo (paper-literal: reflection-group baseline, DAE, OTS); tapo_no_dae
+   (`decoupled: false`); tapo_no_ots (`ots: false`); tapo_ref_original (`ref_baseline: original`).
+   Constructions: `aligned` (rule-based), or `self` (--construction self: the policy writes them from the
+   synthesis prompt). An arm is an algorithm and the options of its section (`ARMS`): a new rival is one line.
    Analysis arm, by name only: tapo_ref_original_no_prefix (`ref_baseline: original`,
    `ref_train_prefix: false`: the kept prefix of y-, with its mistake, gets no advantage).
 3. Evaluates the starting model and every saved checkpoint on the same held-out problems with the
@@ -29,7 +31,7 @@ What it does, in order:
 
 Verdict rule (stated before any run): an arm beats GRPO when the mean over seeds of its final Pass@1
 minus GRPO's (paired by seed) is larger than the larger seed standard deviation of the two arms;
-loses when it is that much lower; otherwise the two tie.
+loses when it is that much lower; otherwise the two tie. The same rule against SDPO when it ran.
 """
 
 from __future__ import annotations
@@ -49,16 +51,18 @@ if str(ROOT) not in sys.path:
 
 from tapo.evaluation.reflection import REFLECTION_OUTCOMES  # noqa: E402
 
-ARMS = {
-    "grpo": None,
-    "tapo": {},
-    "tapo_no_dae": {"decoupled": False},
-    "tapo_no_ots": {"ots": False},
-    "tapo_ref_original": {"ref_baseline": "original"},
+ARMS = {  # arm -> (algorithm, the options of its section: `tapo:` or `sdpo:`)
+    "grpo": ("grpo", {}),
+    "sdpo": ("sdpo", {}),  # SDPOConfig's defaults: EMA teacher, sampled-token reverse KL, successful rollouts
+    "tapo": ("tapo", {}),
+    "tapo_no_dae": ("tapo", {"decoupled": False}),
+    "tapo_no_ots": ("tapo", {"ots": False}),
+    "tapo_ref_original": ("tapo", {"ref_baseline": "original"}),
 }
-# The issue's five arms run by default; the others are analysis arms, run by name (--arms).
-DEFAULT_ARMS = ("grpo", "tapo", "tapo_no_dae", "tapo_no_ots", "tapo_ref_original")
-ARMS["tapo_ref_original_no_prefix"] = {"ref_baseline": "original", "ref_train_prefix": False}
+# These arms run by default; the others are analysis arms, run by name (--arms).
+DEFAULT_ARMS = ("grpo", "sdpo", "tapo", "tapo_no_dae", "tapo_no_ots", "tapo_ref_original")
+ARMS["tapo_ref_original_no_prefix"] = ("tapo", {"ref_baseline": "original", "ref_train_prefix": False})
+RIVALS = ("grpo", "sdpo")  # every other arm is compared with each of these that ran (paired by seed)
 TAPO_COUNTERS = {  # metrics.jsonl key -> short name; means over the steps that logged the key
     "tapo/eligible_frac": "eligible_share",
     "tapo/parsed_frac": "parse_rate",
@@ -68,6 +72,12 @@ TAPO_COUNTERS = {  # metrics.jsonl key -> short name; means over the steps that 
     "tapo/ots_w_mean": "ots_w_mean",
     "tapo/ref_adv_mean": "ref_adv_mean",
 }
+SDPO_COUNTERS = {  # TRL's SDPOTrainer metrics -> short name, as TAPO_COUNTERS
+    "self_distillation/success_group_fraction": "success_group_share",
+    "self_distillation/reprompt_sample_fraction": "distilled_share",
+    "sdpo/distillation_loss": "distillation_loss",
+}
+COUNTERS = {**TAPO_COUNTERS, **SDPO_COUNTERS}
 
 
 def base_raw(args, model_folder: Path) -> dict:
@@ -91,13 +101,17 @@ def base_raw(args, model_folder: Path) -> dict:
 
 
 def arm_raw(base: dict, arm: str, seed: int, *, construction: str = "aligned", synthesis_extra_tokens: int = 16) -> dict:
+    """The run config of one arm: the shared one, its algorithm, its section's options and the seed."""
     raw = json.loads(json.dumps(base))
     raw["seed"] = seed
-    if ARMS[arm] is not None:
-        raw["algorithm"] = "tapo"
+    algorithm, options = ARMS[arm]
+    raw["algorithm"] = algorithm
+    if algorithm == "tapo":
         # The paper's DCS thresholds and m_max (DESIGN section 1).
         raw["tapo"] = {"construction": construction, "n_pos": 2, "n_neg": 4, "m_max": 4,
-                       "synthesis_extra_tokens": synthesis_extra_tokens, **ARMS[arm]}
+                       "synthesis_extra_tokens": synthesis_extra_tokens, **options}
+    elif options:
+        raw[algorithm] = dict(options)
     return raw
 
 
@@ -124,11 +138,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def counters(rows: list[dict]) -> dict:
     out = {}
-    for key, name in TAPO_COUNTERS.items():
+    for key, name in COUNTERS.items():
         values = [row[key] for row in rows if key in row]
         if values:
             out[name] = statistics.mean(values)
     return out
+
+
+def step_seconds(rows: list[dict]) -> float | None:
+    """Mean `step_time` (TRL's: the optimizer step's training_step calls; SDPO's logged the same way by
+    `tapo.engine.sdpo`) over the steps after the first (which pays for warm-up), or over the one step."""
+    times = [row["step_time"] for row in rows if isinstance(row.get("step_time"), (int, float))]
+    return statistics.mean(times[1:] or times) if times else None
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -179,7 +200,6 @@ def summarize(results: dict) -> dict:
     summary = {}
     for arm in arms:
         finals = [results["runs"][str(s)][arm]["final"] for s in seeds]
-        grpo_finals = [results["runs"][str(s)]["grpo"]["final"] for s in seeds] if "grpo" in arms else None
         row = {
             "pass_at_1": stat([f["pass_at_1"] for f in finals]),
             "direct_solution_rate": stat([f["direct_solution_rate"] for f in finals]),
@@ -191,20 +211,22 @@ def summarize(results: dict) -> dict:
             "boundary_effective_reflection_rate": stat(
                 [results["runs"][str(s)]["boundary"]["rates"][arm]["effective_reflection_rate"] for s in seeds]),
             "train_accuracy": stat([results["runs"][str(s)][arm]["train_accuracy"] for s in seeds]),
+            "step_seconds": stat([results["runs"][str(s)][arm].get("step_seconds") for s in seeds]),
             "reflection_outcomes": {
                 name: stat([results["runs"][str(s)][arm]["reflection_outcomes"][name] for s in seeds])
                 for name in REFLECTION_OUTCOMES
             },
             "counters": {
                 name: stat([results["runs"][str(s)][arm]["counters"].get(name) for s in seeds])
-                for name in TAPO_COUNTERS.values()
+                for name in COUNTERS.values()
                 if any(name in results["runs"][str(s)][arm]["counters"] for s in seeds)
             },
         }
-        if grpo_finals is not None and arm != "grpo":
-            diffs = [f["pass_at_1"] - g["pass_at_1"] for f, g in zip(finals, grpo_finals)]
-            row["diff_vs_grpo"] = stat(diffs)
-            row["verdict_vs_grpo"] = verdict(row["pass_at_1"], stat([g["pass_at_1"] for g in grpo_finals]), diffs)
+        for rival in (r for r in RIVALS if r in arms and r != arm):
+            rival_finals = [results["runs"][str(s)][rival]["final"] for s in seeds]
+            diffs = [f["pass_at_1"] - g["pass_at_1"] for f, g in zip(finals, rival_finals)]
+            row[f"diff_vs_{rival}"] = stat(diffs)
+            row[f"verdict_vs_{rival}"] = verdict(row["pass_at_1"], stat([g["pass_at_1"] for g in rival_finals]), diffs)
         curve_steps = sorted({int(k) for s in seeds for k in results["runs"][str(s)][arm]["curve"]})
         row["curve"] = {
             step: stat([results["runs"][str(s)][arm]["curve"].get(str(step)) for s in seeds]) for step in curve_steps
@@ -213,19 +235,22 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def fmt(s: dict | None, *, pct: bool = True) -> str:
+def fmt(s: dict | None, *, pct: bool = True, digits: int = 1) -> str:
     if not s or s.get("mean") is None:
         return "n/a"
     scale = 100 if pct else 1
     if s["n"] > 1:
-        return f"{s['mean'] * scale:.1f} ± {s['std'] * scale:.1f}"
-    return f"{s['mean'] * scale:.1f}"
+        return f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f}"
+    return f"{s['mean'] * scale:.{digits}f}"
 
 
 def markdown(results: dict, summary: dict, command: str) -> str:
     start = results["start_model"]["eval"]
+    algorithms = {ARMS[arm][0] for arm in results["arms"]}
+    rivals = [r for r in RIVALS if r in results["arms"]]
     lines = [
-        "# GRPO vs TAPO in miniature (built-in arithmetic task)",
+        f"# {' vs '.join(a.upper() for a in ('grpo', 'sdpo', 'tapo') if a in algorithms)} in miniature "
+        "(built-in arithmetic task)",
         "",
         f"Command: `{command}`",
         "",
@@ -241,16 +266,19 @@ def markdown(results: dict, summary: dict, command: str) -> str:
         "",
         "Values are mean ± population std over seeds, in percent (length in tokens).",
         "",
-        "| arm | held-out Pass@1 | Δ vs GRPO (paired) | verdict | direct solution rate | effective reflection rate | "
-        "reflection rate | response length | train acc. |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | held-out Pass@1 | "
+        + "".join(f"Δ vs {r.upper()} (paired) | verdict vs {r.upper()} | " for r in rivals)
+        + "direct solution rate | effective reflection rate | reflection rate | response length | train acc. | s / step |",
+        "|---|---|" + "---|---|" * len(rivals) + "---|---|---|---|---|---|",
     ]
     for arm, row in summary.items():
+        versus = "".join(f"{fmt(row.get(f'diff_vs_{r}')) if r != arm else '—'} | {row.get(f'verdict_vs_{r}', '—')} | "
+                         for r in rivals)
         lines.append(
-            f"| {arm} | {fmt(row['pass_at_1'])} | {fmt(row.get('diff_vs_grpo')) if arm != 'grpo' else '—'} | "
-            f"{row.get('verdict_vs_grpo', '—')} | {fmt(row['direct_solution_rate'])} | "
+            f"| {arm} | {fmt(row['pass_at_1'])} | {versus}{fmt(row['direct_solution_rate'])} | "
             f"{fmt(row['effective_reflection_rate'])} | {fmt(row['reflection_rate'])} | "
-            f"{fmt(row['mean_length'], pct=False)} | {fmt(row['train_accuracy'])} |"
+            f"{fmt(row['mean_length'], pct=False)} | {fmt(row['train_accuracy'])} | "
+            f"{fmt(row['step_seconds'], pct=False, digits=2)} |"
         )
     lines += [
         "",
@@ -265,14 +293,14 @@ def markdown(results: dict, summary: dict, command: str) -> str:
     n_boundary = [len(results["runs"][str(s)]["boundary"]["problems"]) for s in results["seeds"]]
     lines += ["", f"Boundary problems per seed: {', '.join(map(str, n_boundary))}.", ""]
     lines += [
-        "TAPO counters from metrics.jsonl (means over steps, then over seeds; GRPO logs none):",
+        "TAPO counters from metrics.jsonl (means over steps, then over seeds; GRPO and SDPO log none):",
         "",
         "| arm | eligible share | constructions / step | parse rate | degenerate reflection groups | constructions right | OTS w mean | mean A_ref |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for arm, row in summary.items():
         c = row["counters"]
-        if not c:
+        if ARMS[arm][0] != "tapo":
             lines.append(f"| {arm} | — | — | — | — | — | — | — |")
             continue
         lines.append(
@@ -280,6 +308,21 @@ def markdown(results: dict, summary: dict, command: str) -> str:
             f"{fmt(c.get('degenerate_ref_group_share'))} | {fmt(c.get('ref_correct_share'))} | "
             f"{fmt(c.get('ots_w_mean'), pct=False)} | {fmt(c.get('ref_adv_mean'), pct=False)} |"
         )
+    if "sdpo" in algorithms:
+        lines += [
+            "",
+            "SDPO counters from metrics.jsonl (TRL's SDPOTrainer; means over steps, then over seeds): groups with a "
+            "successful rollout, rollouts distilled (those with a successful sibling, the teacher's demonstration), "
+            "and the self-distillation loss:",
+            "",
+            "| arm | groups with a success | rollouts distilled | distillation loss |",
+            "|---|---|---|---|",
+        ]
+        for arm, row in summary.items():
+            if ARMS[arm][0] == "sdpo":
+                c = row["counters"]
+                lines.append(f"| {arm} | {fmt(c.get('success_group_share'))} | {fmt(c.get('distilled_share'))} | "
+                             f"{fmt(c.get('distillation_loss'), pct=False, digits=3)} |")
     lines += [
         "",
         "What the final models' reflections do (arithmetic steps checked exactly before the first marker; "
@@ -384,14 +427,14 @@ def parse_args(argv=None):
     parser.add_argument("--start-target", type=float, default=0.5,
                         help="the warm start stops once sampled accuracy (temperature 1, train-split checks) reaches this")
     parser.add_argument("--smoke", action="store_true",
-                        help="one seed, 2 arms (grpo, tapo_ref_original unless --arms), 2 steps each, a small "
+                        help="one seed, 3 arms (grpo, sdpo, tapo_ref_original unless --arms), 2 steps each, a small "
                              "starting model, a tiny evaluation (the test suite)")
     args = parser.parse_args(argv)
     if args.synthesis_extra_tokens is None:
         args.synthesis_extra_tokens = 128 if args.construction == "self" else 16
     if args.smoke:
         args.seeds = args.seeds if args.seeds != "0,1,2" else "0"
-        args.arms = args.arms if args.arms != ",".join(DEFAULT_ARMS) else "grpo,tapo_ref_original"
+        args.arms = args.arms if args.arms != ",".join(DEFAULT_ARMS) else "grpo,sdpo,tapo_ref_original"
         args.start_target = 0.2
         args.steps, args.eval_every, args.queries_per_step = 2, 2, 2
         args.train_problems, args.eval_problems, args.eval_samples = 64, 8, 2
@@ -490,6 +533,7 @@ def main(argv=None) -> dict:
                 "counters": counters(rows),
                 "train_accuracy": statistics.mean(r.get("accuracy", 0.0) for r in rows),
                 "train_seconds": seconds,
+                "step_seconds": step_seconds(rows),
                 "reflection_outcomes": reflection_outcomes(problems, responses),
                 "_responses": responses,
             }

@@ -2,17 +2,23 @@
 
 A config file has these sections besides `algorithm`, `seed` and `output_dir`:
 
-    algorithm: tapo            # or grpo
+    algorithm: tapo            # or grpo, or sdpo
     model: {name: builtin:tiny, dtype: float32}
     data: {source: builtin:arithmetic, n: 256, n_steps: 3, max_operand: 20}
     reward: {timeout_s: 5.0, workers: 2}     # answer checking: limit per item, items checked at once
     trainer: {learning_rate: 1.0e-5, max_steps: 5, num_generations: 8, ...}   # TRL GRPOConfig fields
     tapo: {n_pos: 2, n_neg: 4, m_max: 4, construction: aligned, ...}       # TAPO options (TAPOConfig)
+    sdpo: {teacher_model_kind: ema, distillation_weight: 1.0, ...}        # SDPO options (SDPOConfig's own)
+
+Under `algorithm: sdpo`, `trainer:` takes TRL's SDPOConfig fields other than SDPO's own (which go under
+`sdpo:`): GRPOConfig's, less the few SDPOTrainer lacks. A `tapo:` or `sdpo:` section is an error with
+another algorithm.
 
 Every key is checked when a config is built (`build_config`, so `tapo train` and its dry run alike):
 unknown keys (with a "did you mean"), the type of every value (our sections' annotations, TRL's
-GRPOConfig field types under `trainer:`), and the ranges, choices and combinations in
-`tapo.config_checks`. Each error names the file, the key, and the `--set key=value` that gave it if one did.
+GRPOConfig / SDPOConfig field types under `trainer:` and `sdpo:`), and the ranges, choices and
+combinations in `tapo.config_checks`. Each error names the file, the key, and the `--set key=value`
+that gave it if one did.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from typing import Any
 
 import yaml
 
-from tapo.config_checks import origin_note, suggest, type_problem, value_problems
+from tapo.config_checks import ALGORITHMS, origin_note, suggest, type_problem, value_problems
 
 # Keys the runner sets itself; a config that sets them under `trainer:` would be silently overridden.
 RUNNER_OWNED_TRAINER_KEYS = ("output_dir", "seed", "logging_steps", "report_to")
+ENGINE_SECTIONS = ("trainer", "tapo", "sdpo")  # mappings handed to the engine's argument classes
 LISTED_KEYS_MAX = 30  # an unknown key's error lists the allowed ones only for sections this small
 _log = logging.getLogger("tapo")
 
@@ -95,6 +102,7 @@ class RunConfig:
     reward: RewardSection = field(default_factory=RewardSection)
     trainer: dict = field(default_factory=dict)  # TRL GRPOConfig fields, validated against it
     tapo: dict = field(default_factory=dict)  # TAPO options, validated against TAPOConfig
+    sdpo: dict = field(default_factory=dict)  # SDPO options, validated against SDPOConfig's own fields
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,10 +164,11 @@ def _field_names(cls) -> set[str]:
 
 def _section_keys() -> dict[str, set[str]]:
     """Section -> its keys, for suggestions across sections."""
-    from tapo.engine.arguments import GRPOConfig, tapo_option_names
+    from tapo.engine.arguments import GRPOConfig, sdpo_option_names, sdpo_trainer_keys, tapo_option_names
 
+    trainer = (_field_names(GRPOConfig) | sdpo_trainer_keys()) - set(RUNNER_OWNED_TRAINER_KEYS)
     return {"model": _field_names(ModelSection), "data": _field_names(DataSection), "reward": _field_names(RewardSection),
-            "trainer": _field_names(GRPOConfig) - set(RUNNER_OWNED_TRAINER_KEYS), "tapo": tapo_option_names()}
+            "trainer": trainer, "tapo": tapo_option_names(), "sdpo": sdpo_option_names()}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -199,15 +208,14 @@ def build_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | N
     for name, cls in (("model", ModelSection), ("data", DataSection), ("reward", RewardSection)):
         # types are judged afterwards, with every other value, so that all problems are raised together
         sections[name] = cls(**_section_mapping(raw, name, cls, where=where, set_by=set_by))
-    for name in ("trainer", "tapo"):
+    for name in ENGINE_SECTIONS:
         if not isinstance(raw.get(name) or {}, dict):
             raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
     config = RunConfig(
         algorithm=raw.get("algorithm", RunConfig.algorithm),
         seed=raw.get("seed", RunConfig.seed),
         output_dir=raw.get("output_dir", RunConfig.output_dir),
-        trainer=dict(raw.get("trainer") or {}),
-        tapo=dict(raw.get("tapo") or {}),
+        **{name: dict(raw.get(name) or {}) for name in ENGINE_SECTIONS},
         **sections,
     )
     validate(config, where=where, set_by=set_by)
@@ -219,13 +227,17 @@ def validate(config: RunConfig, *, where: str = "config", set_by: dict[str, str]
 
     Values that would run but leave TAPO inert are logged as warnings (stderr), not errors.
     """
-    from tapo.engine.arguments import GRPOConfig, tapo_option_names  # TRL import, deferred so --help stays fast
+    # TRL imports, deferred so --help stays fast
+    from tapo.engine.arguments import GRPOConfig, sdpo_option_names, sdpo_trainer_keys, tapo_option_names
 
     owned = sorted(set(config.trainer) & set(RUNNER_OWNED_TRAINER_KEYS))
     if owned:
         raise ConfigError(f"{where}: set {', '.join(owned)} at the top level or on the command line, not in 'trainer'")
-    tapo_keys, trainer_keys = tapo_option_names(), _field_names(GRPOConfig)
-    for section, belongs, keys in (("trainer", "tapo", tapo_keys), ("tapo", "trainer", trainer_keys)):
+    sdpo = config.algorithm == "sdpo"
+    trainer_keys = sdpo_trainer_keys() if sdpo else _field_names(GRPOConfig)
+    options = {"tapo": tapo_option_names(), "sdpo": sdpo_option_names()}
+    for section, belongs, keys in (("trainer", "tapo", options["tapo"]), ("trainer", "sdpo", options["sdpo"]),
+                                   ("tapo", "trainer", trainer_keys), ("sdpo", "trainer", trainer_keys)):
         misplaced = sorted(set(getattr(config, section)) & keys)
         if misplaced:
             notes = "".join(origin_note(f"{section}.{key}", set_by) for key in misplaced)
@@ -233,15 +245,32 @@ def validate(config: RunConfig, *, where: str = "config", set_by: dict[str, str]
                 f"{where}: {', '.join(misplaced)} {'belongs' if len(misplaced) == 1 else 'belong'} in the "
                 f"'{belongs}' section, not '{section}'{notes}"
             )
-    _check_keys("trainer", config.trainer, trainer_keys, where=where, set_by=set_by, elsewhere={"tapo": tapo_keys})
-    _check_keys("tapo", config.tapo, tapo_keys, where=where, set_by=set_by, elsewhere={"trainer": trainer_keys})
-    if config.algorithm == "grpo" and config.tapo:
-        raise ConfigError(f"{where}: a 'tapo' section was given but algorithm is grpo")
+    if sdpo:
+        _check_sdpo_lacks(config.trainer, trainer_keys, where=where, set_by=set_by)
+    _check_keys("trainer", config.trainer, trainer_keys, where=where, set_by=set_by, elsewhere=options)
+    for name, keys in options.items():
+        _check_keys(name, getattr(config, name), keys, where=where, set_by=set_by, elsewhere={"trainer": trainer_keys})
+        given = getattr(config, name)
+        if given and config.algorithm in ALGORITHMS and config.algorithm != name:  # a bad algorithm: value_problems
+            notes = "".join(dict.fromkeys(origin_note(f"{name}.{key}", set_by) for key in given))
+            raise ConfigError(f"{where}: a '{name}' section was given but algorithm is {config.algorithm}{notes}")
     errors, warnings = value_problems(config, set_by=set_by)
     if errors:
         raise ConfigError("\n".join(f"{where}: {problem}" for problem in errors))
     for warning in warnings:
         _log.warning("warning: %s: %s", where, warning)
+
+
+def _check_sdpo_lacks(trainer: dict, sdpo_keys: set[str], *, where: str, set_by: dict[str, str] | None) -> None:
+    """GRPOConfig options that TRL's SDPOConfig does not have are errors under `algorithm: sdpo` (SDPOTrainer
+    would never read them), said as such rather than as unknown keys."""
+    from tapo.engine.arguments import GRPOConfig
+
+    lacking = sorted((set(trainer) & _field_names(GRPOConfig)) - sdpo_keys)
+    if lacking:
+        notes = "".join(origin_note(f"trainer.{key}", set_by) for key in lacking)
+        raise ConfigError(f"{where}: trainer.{', trainer.'.join(lacking)}: GRPOConfig option(s) that TRL's SDPOConfig "
+                          f"does not have, so SDPOTrainer (algorithm sdpo) would ignore them; remove them{notes}")
 
 
 def read_config_file(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str, dict[str, str]]:

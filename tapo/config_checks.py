@@ -1,8 +1,10 @@
 """The value rules every config load applies (`value_problems`, called by `tapo.config.validate`).
 
 The type of every value (our sections' annotations; TRL's GRPOConfig field types under
-`trainer:`), the ranges and choices in the tables below, and combinations that cannot run or would
-leave TAPO inert. Choices come from the modules that act on them (`tapo.core`), not copies.
+`trainer:`, SDPOConfig's under `trainer:` and `sdpo:` for algorithm sdpo), the ranges and choices in
+the tables below, and combinations that cannot run, that TRL would get wrong silently or only fail
+on mid-run, or that would leave TAPO or SDPO inert. Choices come from the modules that act on them
+(`tapo.core`, `tapo.engine.sdpo`), not copies.
 
 This module sits below `tapo.config` (which imports it) and imports nothing of it: `config` is a
 `tapo.config.RunConfig`, and its dataclasses are read from the config object itself. The dry
@@ -22,7 +24,7 @@ from typing import Any
 
 import yaml
 
-ALGORITHMS = ("grpo", "tapo")
+ALGORITHMS = ("grpo", "tapo", "sdpo")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "float64")  # torch dtypes `tapo.models.load_policy` takes
 
 
@@ -116,6 +118,17 @@ RANGES: dict[str, Check] = {
     "tapo.splice_surprise_threshold": above(0, " (nats of surprise that mark y-'s first mistake)"),
     "tapo.synthesis_template": not_empty,
     "tapo.max_construction_tokens": at_least(1),
+    # SDPO (TRL's SDPOConfig, whose __post_init__ checks distillation_weight and distillation_alpha only)
+    "sdpo.distillation_weight": lambda v: None if 0 <= v <= 1 else f"must be in [0, 1] (1: pure self-distillation, "
+                                                                     f"0: the policy-gradient term alone), got {v!r}",
+    "sdpo.distillation_topk": at_least(1),
+    "sdpo.distillation_is_clip": above(0, " (null turns the clipping off)"),
+    "sdpo.teacher_update_rate": lambda v: None if 0 <= v <= 1 else f"must be in [0, 1] (the EMA step), got {v!r}",
+    "sdpo.teacher_sync_steps": at_least(1),
+    "sdpo.max_reprompt_len": at_least(1, " (tokens of the teacher's prompt)"),
+    "sdpo.diagnostics_warning_interval": at_least(0),
+    "sdpo.diagnostics_flat_tolerance": at_least(0),
+    "trainer.max_prompt_length": at_least(1, " (null keeps prompts whole)"),
     # TRL keys whose bad values TRL's __post_init__ lets through (they fail later, or train nothing)
     "trainer.num_generations": group_size,
     "trainer.per_device_train_batch_size": at_least(1),
@@ -142,6 +155,7 @@ def choices() -> dict[str, tuple]:
     """Key -> the values it may take (checked instead of its type: `scale_rewards` also takes true/false)."""
     from tapo.core.advantages import BASELINES
     from tapo.core.constructors import SPLICE_FALLBACKS, SPLICE_LOCATORS, STRATEGIES
+    from tapo.engine.arguments import TEACHER_KINDS
 
     table = {
         "algorithm": ALGORITHMS,
@@ -151,6 +165,7 @@ def choices() -> dict[str, tuple]:
         "tapo.splice_locate": SPLICE_LOCATORS,
         "tapo.synthesis_schedule": ("inline", "deferred"),
         "tapo.ref_baseline": BASELINES,
+        "sdpo.teacher_model_kind": TEACHER_KINDS,
         # TRL 1.16's GRPOConfig documents these in its help texts, and fails on others only mid-run.
         "trainer.loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
         "trainer.scale_rewards": ("group", "batch", "none", True, False),
@@ -259,15 +274,15 @@ def key_problem(key: str, value, hint) -> str | None:
 
 def _values(config) -> list[tuple[str, Any, Any]]:
     """(dotted key, value, type annotation) of every key a config sets or defaults."""
-    from tapo.engine.trainer import TAPOConfig
+    from tapo.engine.arguments import engine_config_class
 
-    engine = _hints(TAPOConfig)
+    engine = _hints(engine_config_class(config.algorithm))
     items = [(key, getattr(config, key), _hints(type(config))[key]) for key in ("algorithm", "seed", "output_dir")]
     for section in ("model", "data", "reward"):  # ModelSection, DataSection, RewardSection
         cls = type(getattr(config, section))
         hints = _hints(cls)
         items += [(f"{section}.{key}", getattr(getattr(config, section), key), hints[key]) for key in hints]
-    for section in ("trainer", "tapo"):
+    for section in ("trainer", "tapo", "sdpo"):
         items += [(f"{section}.{key}", value, engine.get(key, Any)) for key, value in getattr(config, section).items()]
     return items
 
@@ -289,18 +304,21 @@ def value_problems(config, *, set_by: dict[str, str] | None = None) -> tuple[lis
 
 
 def engine_setting(config, key: str):
-    """A `trainer` or `tapo` key's value as the engine will see it: the config's, our default, else TRL's."""
-    from tapo.engine.arguments import TRAINER_DEFAULTS
+    """A `trainer`, `tapo` or `sdpo` key's value as the engine will see it: the config's, our default, else TRL's
+    (SDPOConfig's for algorithm sdpo, whose defaults differ from GRPOConfig's: learning_rate, max_completion_length)."""
+    from tapo.engine.arguments import TRAINER_DEFAULTS, engine_config_class
 
-    for given in (config.tapo, config.trainer, TRAINER_DEFAULTS):
+    for given in (config.tapo, config.sdpo, config.trainer, TRAINER_DEFAULTS):
         if key in given:
             return given[key]
-    field = next(f for f in _engine_fields() if f.name == key)
+    field = next(f for f in dataclasses.fields(engine_config_class(config.algorithm)) if f.name == key)
     return field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
 
 
 def combination_problems(config) -> list[tuple[tuple[str, ...], str, bool]]:
     """(keys, problem, fatal) for values that are fine alone but cannot run, or leave TAPO inert, together."""
+    if config.algorithm == "sdpo":
+        return sdpo_problems(config)
     found = []
     if config.algorithm != "tapo":
         return found
@@ -333,4 +351,50 @@ def combination_problems(config) -> list[tuple[tuple[str, ...], str, bool]]:
                       "tapo.construction aligned with tapo.ref_baseline reflection: aligned constructions end "
                       "with the gold answer, so a reflection group's rewards are all equal and its advantages 0; "
                       "set ref_baseline: original to train them (recipes/tiny-tapo.yaml)", False))
+    return found
+
+
+def sdpo_problems(config) -> list[tuple[tuple[str, ...], str, bool]]:
+    """(keys, problem, fatal) for SDPO settings that TRL's SDPOTrainer ignores, rejects only after the model has
+    loaded, fails on mid-run, or that leave it nothing to distil."""
+    from tapo.engine.arguments import SDPO_LOSS_TYPES
+
+    get = functools.partial(engine_setting, config)
+    found = []
+    if get("beta") != 0:
+        found.append((("trainer.beta",), f"trainer.beta is {get('beta')}: TRL 1.16's SDPOTrainer has no KL term to a "
+                      "reference model (it stores beta and never uses it); set beta 0, or use algorithm grpo or tapo "
+                      "for a KL penalty", True))
+    if get("loss_type") not in SDPO_LOSS_TYPES:
+        found.append((("trainer.loss_type",), f"trainer.loss_type {get('loss_type')!r}: SDPOTrainer's policy term "
+                      f"implements {', '.join(SDPO_LOSS_TYPES)} only", True))
+    mode, topk = get("distillation_mode"), get("distillation_topk")
+    if mode == "topk_logits" and topk is None:
+        found.append((("sdpo.distillation_mode", "sdpo.distillation_topk"), "sdpo.distillation_mode topk_logits needs "
+                      "sdpo.distillation_topk (TRL fails on it at the first loss otherwise)", True))
+    if mode != "topk_logits" and topk is not None:
+        found.append((("sdpo.distillation_topk", "sdpo.distillation_mode"), f"sdpo.distillation_topk is for "
+                      f"distillation_mode topk_logits only (TRL: leave it unset otherwise), mode is {mode!r}", True))
+    if get("use_teacher_server"):
+        # SDPOTrainer's own rules, checked here so that the dry run and the real run fail before a model loads.
+        wrong = [text for ok, text in (
+            (get("use_vllm") and get("vllm_mode") == "server", "trainer.use_vllm true with trainer.vllm_mode server"),
+            (get("teacher_model_kind") == "live", "sdpo.teacher_model_kind live"),
+            (get("distillation_weight") == 1.0, "sdpo.distillation_weight 1.0"),
+            (mode in ("sampled_token", "topk_logits"), "sdpo.distillation_mode sampled_token or topk_logits"),
+        ) if not ok]
+        if wrong:
+            found.append((("sdpo.use_teacher_server",), "sdpo.use_teacher_server (teacher log-probs from the vLLM "
+                          f"generation server) needs {'; '.join(wrong)}", True))
+    if not get("use_successful_as_teacher") and not get("include_environment_feedback") and get("distillation_weight"):
+        found.append((("sdpo.use_successful_as_teacher", "sdpo.include_environment_feedback"), "sdpo: neither "
+                      "successful rollouts (use_successful_as_teacher) nor the gold answer "
+                      "(include_environment_feedback) reach the teacher, so no rollout is ever distilled and the "
+                      "self-distillation loss is 0", False))
+    elif get("use_successful_as_teacher") and get("success_reward_threshold") > 1.0 \
+            and not get("include_environment_feedback") and get("distillation_weight"):
+        threshold = get("success_reward_threshold")
+        found.append((("sdpo.success_reward_threshold",), f"sdpo.success_reward_threshold {threshold} is above the "
+                      "reward's maximum (math_reward scores 1.0 for a right answer), so no rollout is ever a "
+                      "demonstration and the self-distillation loss is 0", False))
     return found

@@ -5,7 +5,7 @@ The value rules every load applies (types, ranges, choices, combinations) are in
 and the dry run alike; TRL's own `__post_init__` checks run here (`engine_args`).
 
 Dry run (`tapo train --dry-run`, `describe_run`): nothing is fetched. It builds the engine's
-argument objects (TRL's GRPOConfig / TAPOConfig / SFTConfig), checks the files a run reads and
+argument objects (TRL's GRPOConfig / TAPOConfig / SDPOConfig / SFTConfig), checks the files a run reads and
 writes (synthesis template, run directory), and describes the model and data: built-in and local
 data are loaded and counted (cheap, and they can hold bad rows or none), hub ids are only named.
 A local model or data path that does not exist is an error ("model folder not found: PATH"),
@@ -252,11 +252,8 @@ def describe_run(
     model and data are checked (see the module docstring for paths an earlier step makes), and the
     data must fill at least one generation. All errors are raised together as one ConfigError.
     """
-    from tapo.engine.arguments import GRPOConfig
-
     from tapo.config import override_origins
-    from tapo.engine.arguments import TRAINER_DEFAULTS
-    from tapo.engine.trainer import TAPOConfig
+    from tapo.engine.arguments import TRAINER_DEFAULTS, GRPOConfig, SDPOConfig, TAPOConfig
 
     set_by = override_origins(overrides)
     run_dir = output_dir or config.output_dir
@@ -265,6 +262,8 @@ def describe_run(
     try:
         if config.algorithm == "tapo":
             args, note = engine_args(TAPOConfig, {**settings, **config.tapo}, where=where, section="trainer/tapo")
+        elif config.algorithm == "sdpo":
+            args, note = engine_args(SDPOConfig, {**settings, **config.sdpo}, where=where, section="trainer/sdpo")
         else:
             args, note = engine_args(GRPOConfig, settings, where=where, section="trainer")
     except ConfigError as error:
@@ -291,6 +290,11 @@ def describe_run(
         f"vLLM {'on (' + args.vllm_mode + ')' if args.use_vllm else 'off'}",
         f"run directory: {run_dir}",
     ]
+    if config.algorithm == "sdpo":
+        contexts = [what for on, what in ((args.use_successful_as_teacher, "successful rollouts"),
+                                          (args.include_environment_feedback, "the gold answer")) if on]
+        lines.append(f"sdpo: teacher {args.teacher_model_kind}, {args.distillation_mode} distillation, weight "
+                     f"{args.distillation_weight:g}; the teacher sees {' and '.join(contexts) or 'nothing'}")
     if note:
         lines.append(f"note: {note}")
     return lines

@@ -129,7 +129,7 @@ def test_tapo_section_with_grpo_algorithm_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["ppo", "TAPO", ""])
 def test_unknown_algorithm_is_rejected(tmp_path, algorithm):
-    with pytest.raises(ConfigError, match=rf"algorithm must be one of grpo, tapo, got '{algorithm}'"):
+    with pytest.raises(ConfigError, match=rf"algorithm must be one of grpo, tapo, sdpo, got '{algorithm}'"):
         load_config(write(tmp_path, {"algorithm": algorithm}))
 
 
@@ -375,7 +375,7 @@ TINY_TAPO = RECIPES / "tiny-tapo.yaml"
         ("seed=-1", "seed must be in [0, 2**32)"),
         ("output_dir=", "output_dir must not be empty"),
         ("output_dir=3", "output_dir must be a string, got 3"),
-        ("algorithm=TAPO", "algorithm must be one of grpo, tapo, got 'TAPO' (did you mean 'tapo'?)"),
+        ("algorithm=TAPO", "algorithm must be one of grpo, tapo, sdpo, got 'TAPO' (did you mean 'tapo'?)"),
     ],
 )
 def test_bad_value_names_key_file_and_the_override(override, expected):
@@ -465,7 +465,8 @@ def test_values_that_leave_tapo_inert_are_loud_warnings(overrides, expected, cap
     assert messages[0].startswith(f"warning: {TINY_TAPO}: ") and f"(from --set {overrides[0]})" in messages[0]
 
 
-@pytest.mark.parametrize("recipe", ["tiny-tapo.yaml", "tiny-grpo.yaml", "demo.yaml", "paper/tapo.yaml", "paper/grpo.yaml"])
+@pytest.mark.parametrize("recipe", ["tiny-tapo.yaml", "tiny-grpo.yaml", "tiny-sdpo.yaml", "demo.yaml", "paper/tapo.yaml",
+                                    "paper/grpo.yaml", "paper/sdpo.yaml"])
 def test_recipes_load_without_warnings(recipe, caplog):
     with caplog.at_level("WARNING", logger="tapo"):
         load_config(RECIPES / recipe)
@@ -557,3 +558,125 @@ def test_every_config_kind_shares_loading_checks_and_saving(tmp_path):
     latin1.write_bytes("output_dir: runs/caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text"):
         load_config(latin1)
+
+
+# --- algorithm sdpo: its own section, TRL's SDPOConfig under trainer (issue 15, item 1) ----------------------
+
+TINY_SDPO = RECIPES / "tiny-sdpo.yaml"
+
+
+def test_tiny_sdpo_recipe_loads_its_sdpo_section():
+    config = load_config(TINY_SDPO)
+    assert config.algorithm == "sdpo" and config.tapo == {}
+    assert config.sdpo["teacher_model_kind"] == "ema" and config.sdpo["distillation_weight"] == 1.0
+    overridden = load_config(TINY_SDPO, ["sdpo.teacher_update_rate=0.2", "sdpo.include_environment_feedback=true"])
+    assert overridden.sdpo["teacher_update_rate"] == 0.2 and overridden.sdpo["include_environment_feedback"] is True
+
+
+def test_sdpo_options_are_sdpoconfigs_own_fields():
+    """The sdpo section is derived from TRL: SDPOConfig's fields beyond GRPOConfig's (less the data's
+    max_prompt_length, a trainer key); the two sections cover SDPOConfig exactly, with no key in both."""
+    from dataclasses import fields
+
+    from trl import GRPOConfig
+
+    from tapo.engine.arguments import SDPOConfig, sdpo_option_names, sdpo_trainer_keys
+
+    own, shared = sdpo_option_names(), sdpo_trainer_keys()
+    assert own | shared == {f.name for f in fields(SDPOConfig)} and not own & shared
+    assert not own & {f.name for f in fields(GRPOConfig)}
+    assert {"teacher_model_kind", "distillation_weight", "success_reward_threshold", "use_teacher_server"} <= own
+    assert "max_prompt_length" in shared and "learning_rate" in shared and "top_entropy_quantile" not in shared
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("sdpo.teacher_model_kind=emma", "sdpo.teacher_model_kind must be one of ema, base, live, got 'emma' "
+                                         "(did you mean 'ema'?)"),
+        ("sdpo.distillation_weight=1.5", "sdpo.distillation_weight must be in [0, 1]"),
+        ("sdpo.distillation_mode=full", "sdpo.distillation_mode must be sampled_token, full_logits or topk_logits"),
+        ("sdpo.teacher_update_rate=2", "sdpo.teacher_update_rate must be in [0, 1]"),
+        ("sdpo.teacher_sync_steps=0", "sdpo.teacher_sync_steps must be >= 1"),
+        ("sdpo.max_reprompt_len=0", "sdpo.max_reprompt_len must be >= 1"),
+        ("sdpo.distillation_is_clip=0", "sdpo.distillation_is_clip must be > 0"),
+        ("sdpo.use_successful_as_teacher=maybe", "sdpo.use_successful_as_teacher must be true or false, got 'maybe'"),
+        ("sdpo.reprompt_template=3", "sdpo.reprompt_template must be a string, got 3"),
+        ("trainer.max_prompt_length=0", "trainer.max_prompt_length must be >= 1 (null keeps prompts whole)"),
+        # combinations TRL ignores silently, rejects after loading the model, or fails on mid-run
+        ("trainer.beta=0.04", "trainer.beta is 0.04: TRL 1.16's SDPOTrainer has no KL term"),
+        ("trainer.loss_type=cispo", "SDPOTrainer's policy term implements grpo, bnpo, dr_grpo, dapo only"),
+        ("sdpo.distillation_mode=topk_logits", "sdpo.distillation_mode topk_logits needs sdpo.distillation_topk"),
+        ("sdpo.distillation_topk=8", "sdpo.distillation_topk is for distillation_mode topk_logits only"),
+        ("sdpo.use_teacher_server=true", "needs trainer.use_vllm true with trainer.vllm_mode server; "
+                                         "sdpo.teacher_model_kind live"),
+        # keys in the wrong place
+        ("sdpo.temperature=0.5", "temperature belongs in the 'trainer' section, not 'sdpo'"),
+        ("trainer.teacher_model_kind=live", "teacher_model_kind belongs in the 'sdpo' section, not 'trainer'"),
+        ("trainer.top_entropy_quantile=0.2", "trainer.top_entropy_quantile: GRPOConfig option(s) that TRL's SDPOConfig "
+                                             "does not have"),
+        ("sdpo.teacher_updte_rate=0.1", "unknown key(s) in 'sdpo': teacher_updte_rate (did you mean teacher_update_rate?)"),
+        ("tapo.n_pos=2", "a 'tapo' section was given but algorithm is sdpo"),
+    ],
+)
+def test_bad_sdpo_values_name_key_file_and_the_override(override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY_SDPO, [override])
+    message = str(error.value)
+    assert expected in message
+    assert message.startswith(f"{TINY_SDPO}: ") and message.endswith(f"(from --set {override})")
+
+
+@pytest.mark.parametrize("recipe", [TINY, TINY_TAPO])
+def test_sdpo_section_with_another_algorithm_is_rejected(recipe):
+    algorithm = load_config(recipe).algorithm
+    with pytest.raises(ConfigError, match=rf"a 'sdpo' section was given but algorithm is {algorithm} "
+                                          r"\(from --set sdpo.teacher_model_kind=live\)"):
+        load_config(recipe, ["sdpo.teacher_model_kind=live"])
+
+
+def test_sdpo_only_trainer_key_is_unknown_to_grpo():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in 'trainer': max_prompt_length"):
+        load_config(TINY, ["trainer.max_prompt_length=256"])
+    assert load_config(TINY_SDPO, ["trainer.max_prompt_length=256"]).trainer["max_prompt_length"] == 256
+
+
+def test_sdpo_good_values_load():
+    config = load_config(TINY_SDPO, ["sdpo.distillation_mode=topk_logits", "sdpo.distillation_topk=8",
+                                     "sdpo.distillation_alpha=0.5", "sdpo.teacher_model_kind=live",
+                                     "sdpo.distillation_is_clip=null", "trainer.loss_type=grpo",
+                                     "trainer.max_prompt_length=null"])
+    assert config.sdpo["distillation_topk"] == 8 and config.sdpo["distillation_is_clip"] is None
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["sdpo.success_reward_threshold=2"], "sdpo.success_reward_threshold 2 is above the reward's maximum"),
+        (["sdpo.use_successful_as_teacher=false"], "neither successful rollouts (use_successful_as_teacher) nor the "
+                                                   "gold answer (include_environment_feedback) reach the teacher"),
+    ],
+)
+def test_values_that_leave_sdpo_inert_are_loud_warnings(overrides, expected, caplog):
+    with caplog.at_level("WARNING", logger="tapo"):
+        load_config(TINY_SDPO, overrides)
+    messages = [r.getMessage() for r in caplog.records if r.name == "tapo"]
+    assert len(messages) == 1 and expected in messages[0] and f"(from --set {overrides[0]})" in messages[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tapo"):  # the gold answer as privileged context: not inert
+        load_config(TINY_SDPO, [*overrides, "sdpo.include_environment_feedback=true"])
+    assert not [r for r in caplog.records if r.name == "tapo"]
+
+
+def test_every_sdpo_text_option_is_a_template_or_has_its_choices():
+    """A new SDPOConfig text field is validated: its choices listed, or it is one of the reprompt templates."""
+    import typing
+
+    from tapo.config_checks import choices
+    from tapo.engine.arguments import SDPOConfig, sdpo_option_names
+
+    hints = typing.get_type_hints(SDPOConfig)
+    for name in sdpo_option_names():
+        assert hints[name] is not typing.Any, name
+        if hints[name] is str:
+            assert f"sdpo.{name}" in choices() or name.endswith("_template"), name

@@ -1,4 +1,5 @@
-"""The paper-in-miniature benchmark in its smoke mode: the outputs exist and are consistent across arms."""
+"""The paper-in-miniature benchmark in its smoke mode: the outputs exist and are consistent across arms
+(GRPO, SDPO and a TAPO arm)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ def smoke(tmp_path_factory) -> Path:
 
 
 def test_outputs_exist(smoke):
-    assert (smoke / "results.md").read_text().startswith("# GRPO vs TAPO in miniature")
+    assert (smoke / "results.md").read_text().startswith("# GRPO vs SDPO vs TAPO in miniature")
     assert (smoke / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((smoke / "results.json").read_text())
     table = (smoke / "results.md").read_text()
     for arm in results["arms"]:
         assert f"| {arm} |" in table
-    assert set(results["arms"]) == {"grpo", "tapo_ref_original"}
+    assert set(results["arms"]) == {"grpo", "sdpo", "tapo_ref_original"}
+    assert "| Δ vs SDPO (paired) | verdict vs SDPO |" in table and "| groups with a success |" in table
 
 
 def test_arms_are_comparable(smoke):
@@ -65,13 +67,34 @@ def test_tapo_arms_report_counters_grpo_does_not(smoke):
     results = json.loads((smoke / "results.json").read_text())
     run = results["runs"]["0"]
     assert run["grpo"]["counters"] == {}
+    assert set(run["sdpo"]["counters"]) == {"success_group_share", "distilled_share", "distillation_loss"}
     counters = run["tapo_ref_original"]["counters"]
     assert 0.0 <= counters["eligible_share"] <= 1.0
     assert counters["constructions_per_step"] >= 0.0
     summary = results["summary"]
     assert summary["grpo"]["counters"] == {}
     assert "eligible_share" in summary["tapo_ref_original"]["counters"]
-    assert "verdict_vs_grpo" in summary["tapo_ref_original"]
+    assert "verdict_vs_grpo" in summary["tapo_ref_original"] and "verdict_vs_sdpo" in summary["tapo_ref_original"]
+    assert "verdict_vs_grpo" in summary["sdpo"] and "verdict_vs_sdpo" not in summary["sdpo"]
+
+
+def test_the_sdpo_arm_ran_trls_sdpotrainer_in_the_same_protocol(smoke):
+    """Same start model, steps, batch, budget and seed as GRPO; SDPO's own metrics and a distillation signal."""
+    import yaml
+
+    results = json.loads((smoke / "results.json").read_text())
+    runs = smoke / "runs" / "seed0"
+    sdpo, grpo = (yaml.safe_load((runs / arm / "config.yaml").read_text()) for arm in ("sdpo", "grpo"))
+    assert sdpo["algorithm"] == "sdpo" and grpo["algorithm"] == "grpo"
+    assert {k: v for k, v in sdpo.items() if k not in ("algorithm", "output_dir")} == {
+        k: v for k, v in grpo.items() if k not in ("algorithm", "output_dir")}
+    rows = [json.loads(line) for line in (runs / "sdpo" / "metrics.jsonl").read_text().splitlines()]
+    assert all("sdpo/distillation_loss" in row and row["step_time"] > 0 for row in rows)
+    assert (runs / "sdpo" / "checkpoint-2" / "sdpo_teacher.safetensors").is_file()
+    counters = results["runs"]["0"]["sdpo"]["counters"]
+    assert 0.0 <= counters["distilled_share"] <= 1.0 and 0.0 <= counters["success_group_share"] <= 1.0
+    for arm in results["arms"]:
+        assert results["runs"]["0"][arm]["step_seconds"] > 0
 
 
 def test_starting_model_went_through_the_cold_start(smoke):

@@ -41,6 +41,7 @@ def test_tapo_recipe_dry_run_offline(no_downloads, capsys):
     "argv, expect",
     [
         (["train", "--config", f"{PAPER}/grpo.yaml", "--dry-run"], "GRPOConfig OK"),
+        (["train", "--config", f"{PAPER}/sdpo.yaml", "--dry-run"], "SDPOConfig OK"),
         (["coldstart", "build", "--config", f"{PAPER}/coldstart.yaml", "--dry-run"], "SFTConfig OK"),
         (["filter", "--config", f"{PAPER}/filter.yaml", "--dry-run"], "keep pass rate in [0.125, 0.875]"),
     ],
@@ -99,3 +100,23 @@ def test_paper_hyperparameters():
     # the steps hand over through files: cold start -> filter -> TAPO / GRPO
     assert flt["model"]["name"] == tapo["model"]["name"] == f"{cold['output_dir']}/model"
     assert tapo["data"]["source"] == f"{flt['output_dir']}/kept.jsonl"
+
+
+def test_sdpo_recipe_is_the_grpo_recipe_with_sdpos_defaults(no_downloads, capsys):
+    """Same model, data, seed and engine settings as the GRPO baseline; its `sdpo:` values are TRL's
+    SDPOConfig defaults; prompts kept whole (GRPOConfig never cuts them, SDPOConfig would at 512 tokens)."""
+    from dataclasses import fields
+
+    from tapo.engine.arguments import SDPOConfig, sdpo_option_names
+
+    sdpo, grpo = _yaml("sdpo.yaml"), _yaml("grpo.yaml")
+    assert sdpo["algorithm"] == "sdpo" and sdpo["trainer"].pop("max_prompt_length", "unset") is None
+    assert {k: v for k, v in sdpo.items() if k not in ("algorithm", "output_dir", "sdpo")} == {
+        k: v for k, v in grpo.items() if k not in ("algorithm", "output_dir")
+    }
+    defaults = {f.name: f.default for f in fields(SDPOConfig) if f.name in sdpo_option_names()}
+    assert sdpo["sdpo"] and sdpo["sdpo"] == {key: defaults[key] for key in sdpo["sdpo"]}
+    assert main(["train", "--config", f"{PAPER}/sdpo.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "config OK: algorithm=sdpo" in out and "vLLM on (colocate)" in out
+    assert "sdpo: teacher ema, sampled_token distillation, weight 1; the teacher sees successful rollouts" in out

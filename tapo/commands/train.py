@@ -1,4 +1,4 @@
-"""`tapo train`: GRPO or TAPO from a YAML run config."""
+"""`tapo train`: GRPO, TAPO or SDPO from a YAML run config."""
 
 from __future__ import annotations
 
@@ -67,14 +67,15 @@ def _forget_caught_interrupt() -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
-        "train", help="train with GRPO or TAPO from a YAML config",
-        description="Train with GRPO or TAPO from a YAML config. Ctrl-C stops with exit code 130 and prints the "
-        "command that resumes from the last checkpoint.",
+        "train", help="train with GRPO, TAPO or SDPO from a YAML config",
+        description="Train with GRPO, TAPO or SDPO (algorithm: grpo | tapo | sdpo) from a YAML config. Ctrl-C stops "
+        "with exit code 130 and prints the command that resumes from the last checkpoint.",
     )
     train.add_argument("--config", required=True, help="YAML run config (see recipes/)")
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set trainer.max_steps=10 --set tapo.m_max=2 (repeatable)",
+        help="override a config key, e.g. --set trainer.max_steps=10 --set tapo.m_max=2 "
+        "--set sdpo.teacher_model_kind=live (repeatable)",
     )
     train.add_argument("--output-dir", help="run directory (default: output_dir of the config)")
     train.add_argument(

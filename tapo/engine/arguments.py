@@ -5,6 +5,7 @@ Config validation outside this folder reads them from here, so only `tapo.engine
 
 from trl import GRPOConfig, SFTConfig
 
+from tapo.engine.sdpo import SDPO_LOSS_TYPES, TEACHER_KINDS, SDPOConfig, sdpo_option_names, sdpo_trainer_keys
 from tapo.engine.trainer import TAPOConfig, tapo_option_names
 
 # Sensible small-run defaults; any of them can be set under `trainer:`.
@@ -15,7 +16,15 @@ TRAINER_DEFAULTS = {
     "report_to": [],
     "disable_tqdm": True,  # our own bar replaces the Trainer's
     "bf16": False,
-    "epsilon_high": 0.28,  # DESIGN: clip 0.2 low, 0.28 high (DAPO), for both algorithms
+    "epsilon_high": 0.28,  # DESIGN: clip 0.2 low, 0.28 high (DAPO), for every algorithm (SDPO's policy term too)
 }
 
-__all__ = ["TRAINER_DEFAULTS", "GRPOConfig", "SFTConfig", "TAPOConfig", "tapo_option_names"]
+
+def engine_config_class(algorithm: str):
+    """The TRL argument class an algorithm's trainer takes: SDPOConfig for sdpo, else TAPOConfig (GRPOConfig's
+    fields and TAPO's; a grpo run builds GRPOConfig from the same `trainer:` keys)."""
+    return SDPOConfig if algorithm == "sdpo" else TAPOConfig
+
+
+__all__ = ["SDPO_LOSS_TYPES", "TEACHER_KINDS", "TRAINER_DEFAULTS", "GRPOConfig", "SDPOConfig", "SFTConfig",
+           "TAPOConfig", "engine_config_class", "sdpo_option_names", "sdpo_trainer_keys", "tapo_option_names"]

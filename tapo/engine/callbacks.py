@@ -1,4 +1,4 @@
-"""What a run shows and leaves: a progress bar with the TAPO counters, and metrics.jsonl (one row per step)."""
+"""What a run shows and leaves: a progress bar with the TAPO or SDPO counters, and metrics.jsonl (a row per step)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,18 @@ from transformers import TrainerCallback
 from tapo.report.data import METRICS_FILE, read_jsonl
 
 REWARD_KEY = "rewards/math_reward/mean"
+# TRL's SDPOTrainer logs the rollouts' mean reward and math_reward under names of its own; a metrics row
+# carries them as `reward` and `accuracy` too, so that every algorithm's rows share those (report, benchmarks).
+SDPO_REWARD_KEY = "self_distillation/reward_mean"
+SDPO_ACCURACY_KEY = "self_distillation/rewards/math_reward"
 # Shown on the progress bar when present, in this order, under these short names.
 BAR_FIELDS = {
     "reward": "reward",
+    SDPO_REWARD_KEY: "reward",
     REWARD_KEY: "acc",
+    SDPO_ACCURACY_KEY: "acc",
+    "self_distillation/reprompt_sample_fraction": "distilled",
+    "sdpo/distillation_loss": "sd_loss",
     "tapo/eligible_frac": "elig",
     "tapo/pairs": "pairs",
     "tapo/parsed_frac": "parsed",
@@ -48,8 +56,11 @@ class MetricsFileCallback(TrainerCallback):
 def metric_row(step: int, logs: dict) -> dict:
     """The metrics.jsonl row of one step's logs (also used to restore rows from a checkpoint's log history)."""
     row = {"step": step, **{key: value for key, value in logs.items() if key != "step"}}
-    if REWARD_KEY in logs:
-        row["accuracy"] = logs[REWARD_KEY]  # the reward is 1 exactly when the answer is right
+    if SDPO_REWARD_KEY in logs and "reward" not in logs:
+        row["reward"] = logs[SDPO_REWARD_KEY]
+    accuracy = next((key for key in (REWARD_KEY, SDPO_ACCURACY_KEY) if key in logs), None)
+    if accuracy is not None:
+        row["accuracy"] = logs[accuracy]  # the reward is 1 exactly when the answer is right
     return row
 
 

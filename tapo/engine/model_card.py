@@ -26,11 +26,15 @@ PAPERS = {
         "https://arxiv.org/abs/2402.03300",
         "arXiv:2402.03300",
     ),
+    "sdpo": ("Reinforcement Learning via Self-Distillation (SDPO)", "https://arxiv.org/abs/2601.20802",
+             "arXiv:2601.20802"),
 }
 ALGORITHM_TEXT = {
     "tapo": "TAPO (Trajectory-Augmented Policy Optimization): GRPO whose batches also hold corrective "
     "trajectories built from the policy's own wrong answers",
     "grpo": "GRPO (Group Relative Policy Optimization), the plain TRL `GRPOTrainer` baseline",
+    "sdpo": "SDPO (self-distillation), TRL's experimental `SDPOTrainer`: the policy re-prompted with a successful "
+    "rollout of the same group is the teacher whose next-token distribution it distils",
 }
 
 
@@ -62,8 +66,7 @@ class RunCard:
             f"This folder is {what} a `tapo train` run: `{config.model.name}` trained with "
             f"{ALGORITHM_TEXT[algorithm]} ([{arxiv}]({url})), after {steps} optimizer steps.",
             "",
-            f"- Algorithm: {algorithm.upper()}" + (f" (construction: `{config.tapo.get('construction', 'self')}`)"
-                                                   if algorithm == "tapo" else ""),
+            f"- Algorithm: {algorithm.upper()}" + _algorithm_detail(config),
             f"- Base model: `{config.model.name}` ({config.model.dtype})",
             f"- Data: {_data_text(config)}",
             f"- Steps: {steps}",
@@ -112,6 +115,17 @@ class RunCard:
         tmp.write_text(self.render(step=step, folder=label), encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+def _algorithm_detail(config: RunConfig) -> str:
+    """What distinguishes a run of its algorithm: TAPO's construction strategy, SDPO's teacher."""
+    if config.algorithm == "tapo":
+        return f" (construction: `{config.tapo.get('construction', 'self')}`)"
+    if config.algorithm == "sdpo":
+        from tapo.engine.sdpo import SDPOConfig
+
+        return f" (teacher: `{config.sdpo.get('teacher_model_kind', SDPOConfig.teacher_model_kind)}`)"
+    return ""
 
 
 def _front_matter(config: RunConfig) -> list[str]:

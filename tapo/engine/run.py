@@ -7,7 +7,8 @@ RUN_DIR/
   constructions.jsonl      (tapo) one record per constructed trajectory, with provenance
   train_summary.json       the Trainer's end-of-training summary (runtime, world size, last step)
   README.md                the model card of the run (also in model/ and each checkpoint-N/)
-  checkpoint-N/            Hugging Face checkpoints (model, optimizer, RNG, trainer state, model card)
+  checkpoint-N/            Hugging Face checkpoints (model, optimizer, RNG, trainer state, model card; for sdpo
+                           with an EMA teacher also sdpo_teacher.safetensors, the teacher loaded on resume)
   model/                   the final model, tokenizer and card, loadable by `tapo train --set model.name=RUN_DIR/model`
 
 `--resume` continues from the last complete checkpoint with no step lost or repeated; a finished
@@ -35,7 +36,7 @@ TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: a checkp
 RESUME_CONFIG = re.compile(r"^config\.resume-(\d+)\.yaml$")
 # Checkpoint files that are training state, not part of a saved model (model/ is a checkpoint without them).
 TRAINING_STATE_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json|"
-                                  r"entropy_ctrl_state\.json|README\.md)$")
+                                  r"entropy_ctrl_state\.json|sdpo_teacher\.safetensors|README\.md)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
 
@@ -47,7 +48,8 @@ def _has_accelerator() -> bool:
 
 
 def build_trainer(config: RunConfig, *, run_dir: Path):
-    """The configured trainer (TRL GRPOTrainer for grpo, TAPOTrainer for tapo) with our callbacks and model card."""
+    """The configured trainer (TRL GRPOTrainer for grpo, TAPOTrainer for tapo, TRL's SDPOTrainer for sdpo, through
+    `tapo.engine.sdpo`) with our callbacks and model card."""
     from trl import GRPOConfig, GRPOTrainer
 
     from tapo.data import build_dataset
@@ -67,6 +69,12 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
         settings["use_cpu"] = True
     if config.algorithm == "tapo":
         args, trainer_cls = TAPOConfig(**settings, **config.tapo), TAPOTrainer
+    elif config.algorithm == "sdpo":
+        from tapo.engine.sdpo import SDPOConfig, SDPORunTrainer, with_privileged_context
+
+        args, trainer_cls = SDPOConfig(**settings, **config.sdpo), SDPORunTrainer
+        if args.include_environment_feedback:  # the gold answer is the privileged context (tapo.engine.sdpo)
+            dataset = with_privileged_context(dataset)
     else:
         args, trainer_cls = GRPOConfig(**settings), GRPOTrainer
     trainer = with_run_card(trainer_cls)(
@@ -132,18 +140,18 @@ def config_in_effect(run_dir: Path, *, step: int) -> Path | None:
     return earlier[-1] if earlier else None
 
 
-def _defaults() -> dict[str, object]:
-    """Effective values of unset trainer/tapo keys, so `--set trainer.beta=0.0` (the default) is no change."""
-    from tapo.engine.arguments import TRAINER_DEFAULTS
-    from tapo.engine.trainer import TAPOConfig, tapo_option_names
+def _defaults(algorithm: str) -> dict[str, object]:
+    """Effective values of unset trainer/tapo/sdpo keys, so `--set trainer.beta=0.0` (the default) is no change."""
+    from tapo.engine.arguments import TRAINER_DEFAULTS, engine_config_class, sdpo_option_names, tapo_option_names
 
-    tapo_keys, values = tapo_option_names(), {}
-    for f in fields(TAPOConfig):
+    own = {**{key: "tapo" for key in tapo_option_names()}, **{key: "sdpo" for key in sdpo_option_names()}}
+    values = {}
+    for f in fields(engine_config_class(algorithm)):
         if f.default is not MISSING:
             value = f.default
         else:
             value = f.default_factory() if f.default_factory is not MISSING else None
-        values[f"{'tapo' if f.name in tapo_keys else 'trainer'}.{f.name}"] = value
+        values[f"{own.get(f.name, 'trainer')}.{f.name}"] = value
     values.update({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
     return values
 
@@ -167,7 +175,7 @@ def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
     before, after = _flatten(old.to_dict()), _flatten(new.to_dict())
     for flat in (before, after):
         flat.pop("output_dir", None)
-    defaults = _defaults() if before.keys() != after.keys() else {}
+    defaults = _defaults(new.algorithm) if before.keys() != after.keys() else {}
     changes = []
     for key in sorted(before.keys() | after.keys()):
         if key in before and key in after:

@@ -6,7 +6,8 @@ import math
 from html import escape
 
 # What the report draws, in this order, with the title shown above each chart. A metric the run did
-# not log (a GRPO run has no tapo/ keys; `kl` only with a KL term) is simply left out.
+# not log (a GRPO run has no tapo/ keys, only an SDPO run has sdpo/ ones; `kl` only with a KL term) is simply
+# left out.
 CHARTS: tuple[tuple[str, str], ...] = (
     ("reward", "Reward"),
     ("accuracy", "Accuracy"),
@@ -28,6 +29,11 @@ CHARTS: tuple[tuple[str, str], ...] = (
     ("tapo/ref_adv_mean", "Reflection advantage mean"),
     ("tapo/synthesis_tokens", "Synthesis tokens"),
     ("tapo/synthesis_seconds", "Synthesis seconds"),
+    # SDPO (TRL's SDPOTrainer)
+    ("sdpo/distillation_loss", "Self-distillation loss (SDPO)"),
+    ("self_distillation/policy_loss", "Policy-gradient loss (SDPO, distillation_weight < 1)"),
+    ("self_distillation/reprompt_sample_fraction", "Rollouts distilled (with a teacher context)"),
+    ("self_distillation/success_group_fraction", "Groups with a successful rollout"),
 )
 MAX_MARKERS = 80  # above this many points a chart draws the line only
 

@@ -25,6 +25,7 @@ def config_summary(config: dict, *, steps_logged: int, constructions: int) -> li
     """
     model = config.get("model") or {}
     tapo = config.get("tapo") or {}
+    sdpo = config.get("sdpo") or {}
     trainer = config.get("trainer") or {}
     data = config.get("data") or {}
     algorithm = config.get("algorithm")
@@ -33,6 +34,7 @@ def config_summary(config: dict, *, steps_logged: int, constructions: int) -> li
         ("algorithm", algorithm),
         ("model", model.get("name") if isinstance(model, dict) else model),
         ("construction", tapo.get("construction") if algorithm == "tapo" and isinstance(tapo, dict) else None),
+        ("teacher", sdpo.get("teacher_model_kind") if algorithm == "sdpo" and isinstance(sdpo, dict) else None),
         ("data", data.get("source") if isinstance(data, dict) else None),
         ("seed", config.get("seed")),
         ("steps", f"{steps_logged} logged" + (f" / {planned} planned" if planned is not None else "")),
