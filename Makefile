@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-coldstart test venv clean
+.PHONY: demo test venv clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,22 +18,12 @@ $(STAMP): pyproject.toml requirements.txt
 
 venv: $(STAMP)
 
-# An interrupted demo resumes from its last checkpoint; a finished or checkpoint-less one starts afresh.
+# The whole pipeline, in the library (tapo/demo.py, config recipes/demo-pipeline.yaml): cold start -> held-out
+# eval -> TAPO -> held-out eval -> report, then a summary. A stage whose output exists is skipped, and an
+# interrupted demo continues from its stage when you run `make demo` again; `rm -rf runs/demo` starts afresh.
+# `python -m tapo.cli` runs the package of this checkout, whichever checkout the environment was installed from.
 demo: $(STAMP)
-	@if ls -d runs/demo/checkpoint-* >/dev/null 2>&1 && [ ! -d runs/demo/model ]; then \
-	  $(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo --resume; \
-	else \
-	  rm -rf runs/demo && $(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo; \
-	fi
-
-# The cold start first (build + SFT, resumable), then TAPO with `self` synthesis from the cold-started model.
-demo-coldstart: $(STAMP)
-	@if [ -d runs/coldstart-demo/model ]; then echo "cold start done: runs/coldstart-demo/model"; \
-	elif [ -f runs/coldstart-demo/data.jsonl ]; then $(BIN)/tapo coldstart run --config recipes/coldstart-demo.yaml --resume; \
-	else $(BIN)/tapo coldstart run --config recipes/coldstart-demo.yaml; fi
-	rm -rf runs/demo-after-coldstart
-	$(BIN)/tapo train --config recipes/demo.yaml --output-dir runs/demo-after-coldstart \
-	  --set model.name=runs/coldstart-demo/model --set tapo.construction=self --set tapo.ref_baseline=reflection
+	$(BIN)/python -m tapo.cli demo --config recipes/demo-pipeline.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests --doctest-modules tapo/core -q

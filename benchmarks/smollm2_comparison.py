@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/smollm2_comparison.py --smoke --output /tmp/s   # builtin:tiny-arith, seconds (the suite)
 
 Protocol (one seed; the issue's "real-model" run):
-1. Both arms start from the same cold-started model and train with `recipes/demo.yaml` (1-step
+1. Both arms start from the same cold-started model and train with `benchmarks/demo_before_pipeline.yaml` (1-step
    arithmetic, 2 queries x 8 rollouts per step, 128-token completions, temperature 1.0) for the same
    number of steps with the same data order and trainer seed. GRPO: `algorithm: grpo`. TAPO:
    `construction: self` (the policy writes its own corrections from the synthesis prompt),
@@ -153,7 +153,7 @@ def markdown(results: dict) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start-model", default="runs/coldstart-demo/model")
-    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "demo.yaml"))
+    parser.add_argument("--recipe", default=str(ROOT / "benchmarks" / "demo_before_pipeline.yaml"))
     parser.add_argument("--output", default="runs/smollm2-comparison")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Where a step's time goes: GRPO and each TAPO construction setting side by side, in one process.
 
     .venv/bin/python benchmarks/step_time.py --config recipes/tiny-tapo.yaml --steps 8 --rounds 3
-    .venv/bin/python benchmarks/step_time.py --config recipes/demo.yaml --steps 6 \\
+    .venv/bin/python benchmarks/step_time.py --config benchmarks/demo_before_pipeline.yaml --steps 6 \\
         --set model.name=runs/coldstart-demo/model --set tapo.ref_baseline=reflection
     .venv/bin/python benchmarks/step_time.py --smoke          # every arm, 2 steps, tiny model: what the suite runs
 

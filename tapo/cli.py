@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # Order is the order `tapo --help` lists them in.
-COMMAND_MODULES = ("train", "coldstart", "filter", "eval", "analyze", "compare", "report")
+COMMAND_MODULES = ("demo", "train", "coldstart", "filter", "eval", "analyze", "compare", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tapo.config import ConfigError
+    from tapo.console import quiet_console
+
+    quiet_console()  # no per-file loading bars, no deprecation notices from inside our dependencies
 
     try:
         return args.func(args)

@@ -172,5 +172,5 @@ def test_two_processes_with_groups_spanning_both(tmp_path):
 def test_help_lists_every_command():
     result = tapo("--help", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    for command in ("train", "coldstart", "filter", "eval", "analyze", "compare", "report"):
+    for command in ("demo", "train", "coldstart", "filter", "eval", "analyze", "compare", "report"):
         assert f"    {command}" in result.stdout, command

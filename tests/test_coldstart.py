@@ -110,7 +110,11 @@ def test_demo_recipe_loads_with_overrides():
     config = load_coldstart_config("recipes/coldstart-demo.yaml", ["build.samples=2", "sft.learning_rate=3e-5"])
     assert config.model.name == "builtin:smollm2-135m-instruct" and config.build.construction == "aligned"
     assert config.build.samples == 2 and config.sft["learning_rate"] == 3e-5
-    assert config.build.positive_source == "reference" and config.build.synthetic_negative == "unparsable"
+    assert config.build.positive_source == "reference" and config.build.synthetic_negative == "always"
+    assert config.build.mix.get("plain", 0) > 0  # the demo's cold start does not teach reflecting on every answer
+    # the synthesis examples use the template TAPO's `self` construction sends in the demo
+    train = yaml.safe_load(open("recipes/demo.yaml"))
+    assert config.build.self_template == train["tapo"]["synthesis_template"] == "recipes/demo-synthesis.txt"
 
 
 # --- the build ------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def test_tiny_grpo_recipe_loads_with_its_values():
 def test_demo_recipe_loads_its_tapo_section():
     config = load_config(RECIPES / "demo.yaml")
     assert config.algorithm == "tapo"
-    assert config.tapo == {"construction": "aligned", "n_pos": 2, "n_neg": 4, "m_max": 4, "ref_baseline": "original"}
+    assert config.tapo == {"construction": "self", "n_pos": 1, "n_neg": 1, "m_max": 3, "ref_baseline": "reflection",
+                           "synthesis_template": "recipes/demo-synthesis.txt", "synthesis_extra_tokens": 80}
 
 
 def test_model_may_be_given_as_a_bare_name(tmp_path):

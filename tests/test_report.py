@@ -295,14 +295,16 @@ def chromium() -> str:
     return found
 
 
-def browse(page_path: Path, profile: Path, *, fragment: str = "", screenshot: Path | None = None) -> str:
-    """Load the page in headless Chromium (its scripts run); return the DOM after load, or take a screenshot."""
+def browse(page_path: Path, profile: Path, *, fragment: str = "", screenshot: Path | None = None,
+           height: int = 2000) -> str:
+    """Load the page in headless Chromium (its scripts run); return the DOM after load, or take a screenshot
+    (1280 pixels wide, `height` tall)."""
     command = [
         chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={profile}",
     ]
-    command += [f"--screenshot={screenshot}", "--window-size=1280,2000"] if screenshot else ["--dump-dom"]
+    command += [f"--screenshot={screenshot}", f"--window-size=1280,{height}"] if screenshot else ["--dump-dom"]
     result = subprocess.run(
         [*command, page_path.resolve().as_uri() + fragment], capture_output=True, text=True, timeout=90
     )
@@ -360,6 +362,46 @@ def test_report_of_a_real_run_in_chromium(tiny_tapo_run, tmp_path):
     png.unlink(missing_ok=True)
     browse(out, tmp_path / "profile", screenshot=png)
     assert png.is_file() and png.stat().st_size > 10_000
+
+
+SPAN_COLOURS = {"prefix": "--prefix", "reflection": "--reflection", "correction": "--correction"}
+
+
+def css_colour(name: str) -> tuple[int, int, int]:
+    """The RGB of a CSS custom property of the page's style sheet, e.g. --prefix: #dbe7f6."""
+    hex_value = re.search(rf"{name}: #([0-9a-f]{{6}});", assets.CSS).group(1)
+    return tuple(int(hex_value[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def test_two_evaluations_side_by_side_and_three_colours_in_chromium(tiny_tapo_run, tmp_path):
+    """The demo's page: the two evaluations compared in one table and shown side by side, and the constructed
+    trajectories painted in three colours (pixels of a real screenshot)."""
+    import matplotlib.image
+
+    before, after = json.loads(json.dumps(RESULT)), json.loads(json.dumps(RESULT))
+    before["model"], after["model"] = "runs/demo/coldstart/model", "runs/demo/tapo/model"
+    after["benchmarks"]["aime25"]["pass_at_k"]["1"] = {"mean": 0.75, "std": 0.05}
+    for name, result in (("before", before), ("after", after)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(result))
+    out = write_report(tiny_tapo_run, evals=[tmp_path / "before", tmp_path / "after"], output=tmp_path / "page.html")
+    dom = browse(out, tmp_path / "profile")
+    compare = re.search(r'<table class="eval compare">.*?</table>', dom, re.S).group(0)
+    assert "<th>Pass@1: runs/demo/coldstart/model</th><th>Pass@1: runs/demo/tapo/model</th>" in compare
+    assert "<td>aime25</td><td>30</td><td>62.50 ± 3.12</td><td>75.00 ± 5.00</td><td>+12.50</td>" in compare
+    assert "<td>gsm8k</td><td>1319</td><td>10.00 ± 0.00</td><td>10.00 ± 0.00</td><td>+0.00</td>" in compare
+    evals = re.search(r'<div class="evals">(.*?)</section>', dom, re.S).group(1)
+    assert evals.count('<div class="eval-cell"><table class="eval">') == 2
+
+    png = tmp_path / "page.png"
+    browse(out, tmp_path / "profile", screenshot=png, height=6000)
+    pixels = (matplotlib.image.imread(png)[..., :3] * 255).round().astype(int)  # [H, W, 3]
+    counts = {}
+    for part, name in SPAN_COLOURS.items():
+        colour = css_colour(name)
+        counts[part] = int(((pixels == colour).all(axis=-1)).sum())
+    assert all(count > 200 for count in counts.values()), counts  # each part is painted, in its own colour
+    assert len({css_colour(name) for name in SPAN_COLOURS.values()}) == 3
 
 
 def test_real_constructions_show_a_visible_reflection(tiny_tapo_run):

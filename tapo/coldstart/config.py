@@ -201,13 +201,17 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
 
 def sft_settings(config: ColdStartConfig, *, output_dir: str | Path) -> dict:
     """The keyword arguments of TRL's SFTConfig: our defaults, then the config's `sft` section."""
-    return {
+    settings = {
         **SFT_DEFAULTS,
         **config.sft,
         "output_dir": str(output_dir),
         "seed": config.seed,
         "completion_only_loss": True,  # loss on the completion (the assistant turn) only
     }
+    if "activation_checkpointing" not in settings and "gradient_checkpointing" not in settings:
+        # TRL's SFTConfig default (True), under the name transformers 5 uses (the old one is deprecated)
+        settings["activation_checkpointing"] = True
+    return settings
 
 
 def check_sft(sft: dict, *, where: str) -> None:

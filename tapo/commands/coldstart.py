@@ -62,7 +62,8 @@ def _print_build(stats: dict) -> None:
     examples = stats["examples"]
     print(
         f"queries {stats['queries']}, eligible {stats['eligible']}, constructed {stats['constructed']}, "
-        f"kept {stats['kept']} -> {examples['trajectory']} trajectory + {examples['synthesis']} synthesis examples"
+        f"kept {stats['kept']} -> {examples['trajectory']} trajectory + {examples['synthesis']} synthesis + "
+        f"{examples['plain']} plain examples"
     )
     if stats["failed"]:
         print(f"failed constructions: {json.dumps(stats['failed'])}")

@@ -26,5 +26,24 @@ def engine_config_class(algorithm: str):
     return SDPOConfig if algorithm == "sdpo" else TAPOConfig
 
 
+def checkpointing_by_its_name(settings: dict, *, default: bool = True) -> dict:
+    """The settings with activation checkpointing named as transformers names it now.
+
+    TRL 1.16's configs default `gradient_checkpointing` to True, the name transformers 5 deprecates
+    (a FutureWarning on every config built). Passing TRL's default under the new name,
+    `activation_checkpointing`, keeps the behaviour and silences nothing; a config that names either
+    key keeps its own value (and a user's old name still gets transformers' notice).
+
+    >>> checkpointing_by_its_name({"learning_rate": 1.0})
+    {'learning_rate': 1.0, 'activation_checkpointing': True}
+    >>> checkpointing_by_its_name({"gradient_checkpointing": False})
+    {'gradient_checkpointing': False}
+    """
+    if "activation_checkpointing" in settings or "gradient_checkpointing" in settings:
+        return settings
+    return {**settings, "activation_checkpointing": default}
+
+
 __all__ = ["SDPO_LOSS_TYPES", "TEACHER_KINDS", "TRAINER_DEFAULTS", "GRPOConfig", "SDPOConfig", "SFTConfig",
-           "TAPOConfig", "engine_config_class", "sdpo_option_names", "sdpo_trainer_keys", "tapo_option_names"]
+           "TAPOConfig", "checkpointing_by_its_name", "engine_config_class", "sdpo_option_names",
+           "sdpo_trainer_keys", "tapo_option_names"]

@@ -16,7 +16,8 @@ REWARD_KEY = "rewards/math_reward/mean"
 # carries them as `reward` and `accuracy` too, so that every algorithm's rows share those (report, benchmarks).
 SDPO_REWARD_KEY = "self_distillation/reward_mean"
 SDPO_ACCURACY_KEY = "self_distillation/rewards/math_reward"
-# Shown on the progress bar when present, in this order, under these short names.
+# Shown on the training bar when present, in this order, under these short names; the bar adds
+# `built`, the constructions built / tried so far (from tapo/pairs and tapo/parsed_frac).
 BAR_FIELDS = {
     "reward": "reward",
     SDPO_REWARD_KEY: "reward",
@@ -25,11 +26,9 @@ BAR_FIELDS = {
     "self_distillation/reprompt_sample_fraction": "distilled",
     "sdpo/distillation_loss": "sd_loss",
     "tapo/eligible_frac": "elig",
-    "tapo/pairs": "pairs",
-    "tapo/parsed_frac": "parsed",
     "tapo/ref_correct_frac": "ref_ok",
-    "tapo/ots_w_mean": "ots_w",
 }
+SFT_BAR_FIELDS = {"loss": "loss", "mean_token_accuracy": "tok_acc"}  # the cold start's bar
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -64,24 +63,50 @@ def metric_row(step: int, logs: dict) -> dict:
     return row
 
 
-class ProgressBarCallback(TrainerCallback):
-    """A tqdm bar over optimizer steps whose postfix shows reward, accuracy and the TAPO counters."""
+def constructions_so_far(rows: list[dict]) -> tuple[int, int]:
+    """(built, tried) constructions over metrics rows: tried = tapo/pairs, built = pairs x tapo/parsed_frac.
 
-    def __init__(self):
+    >>> constructions_so_far([{"tapo/pairs": 4.0, "tapo/parsed_frac": 0.75}, {"tapo/pairs": 0.0}, {"loss": 1.0}])
+    (3, 4)
+    """
+    built = tried = 0
+    for row in rows:
+        pairs = row.get("tapo/pairs")
+        if isinstance(pairs, (int, float)):
+            tried += round(pairs)
+            built += round(pairs * row.get("tapo/parsed_frac", 0.0))
+    return built, tried
+
+
+class ProgressBarCallback(TrainerCallback):
+    """A tqdm bar over optimizer steps whose postfix shows `fields` of each step's logs (short names),
+    and for TAPO the constructions built / tried so far (counted from the run's metrics on a resume)."""
+
+    def __init__(self, *, desc: str = "train", fields: dict[str, str] | None = None):
         self.bar = None
+        self.desc = desc
+        self.fields = BAR_FIELDS if fields is None else fields
+        self.built = self.tried = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            earlier, _ = read_jsonl(Path(args.output_dir) / METRICS_FILE)  # a resume's steps so far
+            self.built, self.tried = constructions_so_far([r for r in earlier if r.get("step", 0) <= state.global_step])
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
+                            dynamic_ncols=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.bar is None or not logs:
+        if self.bar is None or not logs or "train_runtime" in logs:
             return
-        shown = {short: f"{logs[key]:.3g}" for key, short in BAR_FIELDS.items() if key in logs}
+        shown = {short: f"{logs[key]:.3g}" for key, short in self.fields.items() if key in logs}
+        if "tapo/pairs" in logs:
+            built, tried = constructions_so_far([logs])
+            self.built, self.tried = self.built + built, self.tried + tried
+            shown["built"] = f"{self.built}/{self.tried}"
         if shown:
             self.bar.set_postfix(shown, refresh=True)
 

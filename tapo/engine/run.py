@@ -53,7 +53,7 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
     from trl import GRPOConfig, GRPOTrainer
 
     from tapo.data import build_dataset
-    from tapo.engine.arguments import TRAINER_DEFAULTS
+    from tapo.engine.arguments import TRAINER_DEFAULTS, checkpointing_by_its_name
     from tapo.models import load_policy
     from tapo.rewards import configure_checking, math_reward
     from tapo.engine.trainer import TAPOConfig, TAPOTrainer
@@ -61,12 +61,16 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
     configure_checking(timeout_s=config.reward.timeout_s, workers=config.reward.workers)
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
     dataset = build_dataset(config.data)
-    settings = {**TRAINER_DEFAULTS, **config.trainer, "output_dir": str(run_dir), "seed": config.seed}
+    settings = checkpointing_by_its_name(
+        {**TRAINER_DEFAULTS, **config.trainer, "output_dir": str(run_dir), "seed": config.seed}
+    )
     settings["logging_steps"] = 1  # metrics.jsonl promises one row per step
     if "use_cpu" not in config.trainer and not _has_accelerator():
         # Under a torchrun-style launch (`accelerate launch --multi_gpu`), accelerate builds the gloo
         # process group (MULTI_CPU) only when told the run is on CPU.
         settings["use_cpu"] = True
+    if "dataloader_pin_memory" not in config.trainer and not _has_accelerator():
+        settings["dataloader_pin_memory"] = False  # nothing to pin memory for (torch warns on every loader)
     if config.algorithm == "tapo":
         args, trainer_cls = TAPOConfig(**settings, **config.tapo), TAPOTrainer
     elif config.algorithm == "sdpo":
@@ -86,7 +90,7 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
     for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts; our bar replaces them
         trainer.remove_callback(noisy)
     trainer.add_callback(MetricsFileCallback(run_dir))
-    trainer.add_callback(ProgressBarCallback())
+    trainer.add_callback(ProgressBarCallback(desc=config.algorithm))
     return trainer
 
 

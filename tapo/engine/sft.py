@@ -16,6 +16,8 @@ DIR/
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +61,10 @@ def build_sft_trainer(config: ColdStartConfig, *, data: str | Path, output_dir: 
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from tapo.engine.callbacks import MetricsFileCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from tapo.engine.callbacks import SFT_BAR_FIELDS, MetricsFileCallback, ProgressBarCallback
+    from tapo.engine.run import _has_accelerator
     from tapo.models import load_policy
 
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype, seed=config.seed)
@@ -68,9 +73,15 @@ def build_sft_trainer(config: ColdStartConfig, *, data: str | Path, output_dir: 
     if config.build.chat_template_kwargs:  # TRL applies a row's chat_template_kwargs when it tokenizes it
         rows = [{**row, "chat_template_kwargs": config.build.chat_template_kwargs} for row in rows]
     dataset = datasets.Dataset.from_list(rows)
-    args = SFTConfig(**sft_settings(config, output_dir=output_dir))
+    settings = sft_settings(config, output_dir=output_dir)
+    if "dataloader_pin_memory" not in config.sft and not _has_accelerator():
+        settings["dataloader_pin_memory"] = False  # nothing to pin memory for (torch warns on every loader)
+    args = SFTConfig(**settings)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    for noisy in (PrinterCallback, ProgressCallback):  # they print raw log dicts; our bar replaces them
+        trainer.remove_callback(noisy)
     trainer.add_callback(MetricsFileCallback(output_dir))
+    trainer.add_callback(ProgressBarCallback(desc="cold start SFT", fields=SFT_BAR_FIELDS))
     return trainer
 
 
@@ -96,9 +107,12 @@ def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path
     (run_dir / "data.json").write_text(json.dumps({"data": str(data)}) + "\n")
     trainer = build_sft_trainer(config, data=data, output_dir=run_dir)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    model_dir = run_dir / MODEL_DIR
-    trainer.save_model(str(model_dir))
+    # Saved whole, then renamed: DIR/model exists only complete (what `tapo demo` reads as "done").
+    partial = run_dir / (MODEL_DIR + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    trainer.save_model(str(partial))
     tokenizer = trainer.processing_class
     tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(partial))
+    os.replace(partial, run_dir / MODEL_DIR)
     return run_dir

@@ -11,6 +11,7 @@ Built-in names work offline:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 
@@ -128,7 +129,8 @@ def smollm2_folder() -> Path:
     if (folder / "config.json").is_file():
         return folder
     gguf = smollm2_gguf_path()
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _no_tensor_bar():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are dequantized floats now; without clearing these flags save_pretrained refuses.
     model.hf_quantizer = None
@@ -140,3 +142,19 @@ def smollm2_folder() -> Path:
     tokenizer.save_pretrained(tmp)
     tmp.rename(folder)  # atomic: an interrupted conversion never leaves a half-written folder behind
     return folder
+
+
+@contextlib.contextmanager
+def _no_tensor_bar():
+    """transformers' GGUF reader draws a bar per tensor with a tqdm of its own that no setting turns off;
+    for the one-time conversion it gets a disabled one."""
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original

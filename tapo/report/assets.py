@@ -33,6 +33,8 @@ table.eval caption span { font-weight: 400; color: var(--muted); }
 table.eval th, table.eval td { border: 1px solid var(--line); padding: 4px 10px; text-align: right; }
 table.eval th:first-child, table.eval td:first-child { text-align: left; }
 table.eval thead th { background: #f6f8fa; }
+.evals { display: flex; flex-wrap: wrap; gap: 0 24px; align-items: flex-start; }
+table.eval.compare td:last-child { font-weight: 600; }
 table.times { border-collapse: collapse; margin: 6px 0 12px; }
 table.times caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
 table.times caption span { font-weight: 400; color: var(--muted); }

@@ -95,3 +95,31 @@ def eval_table(result: dict) -> str:
     )
     thead = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>"
     return f'<table class="eval">{caption}{thead}<tbody>{"".join(rows)}</tbody></table>'
+
+
+def eval_comparison(results: list[dict]) -> str:
+    """Pass@1 of several evaluations side by side: a row per benchmark they share, a column per model (in the
+    order given), then the change from the first to the last in points; "" for fewer than two results.
+
+    >>> a = {"model": "before", "benchmarks": {"b": {"n_problems": 4, "pass_at_k": {"1": {"mean": 0.25, "std": 0.0}}}}}
+    >>> b = {"model": "after", "benchmarks": {"b": {"n_problems": 4, "pass_at_k": {"1": {"mean": 0.5, "std": 0.1}}}}}
+    >>> "<td>b</td><td>4</td><td>25.00 ± 0.00</td><td>50.00 ± 10.00</td><td>+25.00</td>" in eval_comparison([a, b])
+    True
+    """
+    if len(results) < 2:
+        return ""
+    shared = [name for name in results[0]["benchmarks"] if all(name in r["benchmarks"] for r in results[1:])]
+    if not shared:
+        return '<p class="note">The evaluations share no benchmark to compare.</p>'
+    head = ["Benchmark", "n"] + [f"Pass@1: {r.get('model', 'unknown model')}" for r in results] + ["Δ (points)"]
+    rows = []
+    for name in shared:
+        stats = [r["benchmarks"][name]["pass_at_k"].get("1") for r in results]
+        cells = [escape(str(name)), escape(str(results[0]["benchmarks"][name].get("n_problems", "–")))]
+        cells += [mean_std(stat) for stat in stats]
+        delta = (stats[-1]["mean"] - stats[0]["mean"]) * 100 if stats[0] and stats[-1] else None
+        cells.append("–" if delta is None else f"{delta:+.2f}")
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    caption = "<caption>Held-out Pass@1, side by side <span>(values in %, mean ± std over runs)</span></caption>"
+    thead = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>"
+    return f'<table class="eval compare">{caption}{thead}<tbody>{"".join(rows)}</tbody></table>'

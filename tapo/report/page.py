@@ -10,7 +10,7 @@ import yaml
 from tapo.report.assets import CSS, JS
 from tapo.report.charts import chart_grid
 from tapo.report.data import RunData, load_run
-from tapo.report.evals import eval_table, load_eval_result
+from tapo.report.evals import eval_comparison, eval_table, load_eval_result
 from tapo.report.timing import timing_html
 from tapo.report.viewer import viewer_html
 
@@ -66,7 +66,8 @@ def render_page(run: RunData, *, evals: list[dict] = ()) -> str:
         ("time", "Where the time goes", timing_html(run.metrics)),
     ]
     if evals:  # before the (long) list of constructions
-        sections.append(("evaluation", "Evaluation", "".join(eval_table(result) for result in evals)))
+        tables = "".join(f'<div class="eval-cell">{eval_table(result)}</div>' for result in evals)
+        sections.append(("evaluation", "Evaluation", f'{eval_comparison(list(evals))}<div class="evals">{tables}</div>'))
     sections.append(("constructions", "Constructed trajectories", viewer_html(run.constructions, total=run.constructions_total)))
     nav = "<nav>" + "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title, _ in sections) + "</nav>"
     body = "".join(f'<section id="{anchor}"><h2>{title}</h2>{html}</section>' for anchor, title, html in sections)

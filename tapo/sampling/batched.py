@@ -8,9 +8,9 @@ chunk i the seed `seed * 100_003 + i`, the schedule the benchmarks' figures were
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Sequence
+
+from tqdm.auto import tqdm
 
 from tapo.sampling.types import Completion, Sampler, SamplingSettings, derive_seed, messages_prompt_ids
 
@@ -55,15 +55,12 @@ def sample_groups(
     seed_of = chunk_seeds or (lambda index: derive_seed(seed, tag, index))
     per_call = max(1, batch_size // n)
     groups: list[list[Completion]] = []
-    started = time.perf_counter()
-    for index, start in enumerate(range(0, len(prompt_ids), per_call)):
-        chunk = [list(p) for p in prompt_ids[start : start + per_call]]
-        groups.extend(sampler.sample(chunk, n=n, seed=seed_of(index), settings=settings))
-        if progress:
-            elapsed = time.perf_counter() - started
-            print(f"\r{tag}: {len(groups)}/{len(prompt_ids)} prompts x {n}, {elapsed:.0f} s", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+    with tqdm(total=len(prompt_ids), desc=f"{tag} (x{n})", unit="prompt", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for index, start in enumerate(range(0, len(prompt_ids), per_call)):
+            chunk = [list(p) for p in prompt_ids[start : start + per_call]]
+            groups.extend(sampler.sample(chunk, n=n, seed=seed_of(index), settings=settings))
+            bar.update(len(chunk))
     return groups
 
 
