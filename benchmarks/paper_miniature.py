@@ -116,17 +116,22 @@ def arm_raw(base: dict, arm: str, seed: int, *, construction: str = "aligned", s
 
 
 def train_arm(raw: dict, run_dir: Path) -> float:
-    """Train one arm unless its run directory already holds a finished run; returns seconds spent."""
+    """Train one arm unless its run directory holds it finished (resuming one cut off); returns seconds spent."""
     from tapo.config import build_config
     from tapo.engine.run import run_training
 
     marker = run_dir / "arm_config.json"
-    if (run_dir / "model" / "config.json").is_file() and marker.is_file() and json.loads(marker.read_text()) == raw:
+    same = marker.is_file() and json.loads(marker.read_text()) == raw
+    if same and (run_dir / "model" / "config.json").is_file():
         return 0.0
-    shutil.rmtree(run_dir, ignore_errors=True)  # unfinished, or made with other settings: train it again
+    if not same:  # made with other settings: train it again
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        marker.write_text(json.dumps(raw))
     started = time.perf_counter()
-    run_training(build_config(raw, where=f"arm {run_dir.name}"), output_dir=str(run_dir))
-    marker.write_text(json.dumps(raw))
+    # An arm cut off mid-training continues from its last checkpoint (or from step 0 if it saved none).
+    run_training(build_config(raw, where=f"arm {run_dir.name}"), output_dir=str(run_dir),
+                 resume=(run_dir / "config.yaml").is_file())
     return time.perf_counter() - started
 
 
