@@ -273,6 +273,8 @@ def run(args, report: Report) -> None:
         call["kind"] = "synthesis" if config.max_new_tokens != max_completion_length else "rollout"
         call["stop_strings"] = config.stop_strings
         call["tokenizer"] = gen_kwargs.get("tokenizer") is not None
+        # phases sharing one call end each row at its own stop (tapo.engine.riders.rows_ended_apart)
+        call["row_limits"] = "_get_stopping_criteria" in model_self.__dict__
         # what HF generate decides when synced_gpus is not passed: keep stepping until every rank is done?
         call["synced_gpus"] = gen_kwargs.get("synced_gpus", is_fsdp_managed_module(model_self) and dist.get_world_size() > 1)
         report.data["generate_calls"].append(call)

@@ -71,13 +71,16 @@ def check_sharded_step(code, output, reports, *, distributed_type: str, synthesi
     assert all(c["done"] for r in reports for c in r["generate_calls"])
     if synthesis:
         assert any(kind == "synthesis" for kind, _ in calls[0]), "no synthesis generation ran: the test did not exercise construction"
-    # Stop strings reach the sharded model's generate with the tokenizer they need, for synthesis calls only.
+    # Stop strings reach the sharded model's generate with the tokenizer they need, for synthesis calls only;
+    # or, in the call splice's phases share, each row's own stop through the row limits.
     for r in reports:
         for c in r["generate_calls"]:
-            if c["kind"] == "synthesis":
+            if c["kind"] == "synthesis" and not c["row_limits"]:
                 assert c["stop_strings"] in (["</reconstruction>"], ["</analysis>"]) and c["tokenizer"], c
-            else:
+            elif c["kind"] == "synthesis":
                 assert c["stop_strings"] is None and not c["tokenizer"], c
+            else:
+                assert c["stop_strings"] is None and not c["tokenizer"] and not c["row_limits"], c
 
 
 @pytest.mark.parametrize("version", ["2", "1"])
@@ -116,8 +119,10 @@ def test_rank_without_pairs_joins_the_surprise_scoring_pass(tmp_path):
     # rank 0 scores its y- under the plain and the privileged prompt; rank 1 has no row but still takes part
     assert [[c["rows"] for c in r["score_calls"]] for r in reports] == [[2], [0]], where(reports)
     assert all(c["returned"] == c["rows"] and c["lengths_match"] for r in reports for c in r["score_calls"])
-    # the located pair is continued: one continuation call on each rank (max_completion_length, no stop strings)
+    # the located pair is continued: one call on each rank for the continuations and the self fallbacks (each
+    # row ended by the row limits), to the longest phase budget on both
     assert [len(r["generate_calls"]) for r in reports] == [2, 2], where(reports)
+    assert all(r["generate_calls"][1]["row_limits"] for r in reports), where(reports)
 
 
 def test_deferred_riders_under_fsdp_with_a_rank_without_pairs(tmp_path):

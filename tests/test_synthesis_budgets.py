@@ -113,15 +113,13 @@ def test_hf_generate_gets_each_phases_budget_and_stop_for_that_call_only(tmp_pat
 
 
 def test_a_splice_step_asks_locate_and_fallback_with_their_budgets(tmp_path, monkeypatch):
-    """A whole training step: rollouts, then locate (its own small budget), then the self fallback (the
-    self budget and stop); the tiny model never writes a quote, so every pair falls back to self."""
+    """A whole training step: rollouts, then locate (its own small budget), then one call for the continuations
+    and the self fallbacks (on HF each row ends at its own budget and stop: the call runs to the self budget
+    when a fallback is in it); the tiny model never writes a quote, so every pair falls back to self."""
     trainer, recorder = hf_trainer(tmp_path, monkeypatch, construction="splice")
     augmented_batch(trainer)
     seen = [(c["max_new_tokens"], c["stop_strings"], c["tokenizer"]) for c in recorder.calls]
-    rollouts, locate, synthesis, continuation = (MCL, None, False), (LOCATE, [LOCATE_STOP], True), (
-        MCL + EXTRA, [SELF_STOP], True), (MCL, None, False)
-    # a continuation call only when some locate output parsed (no process has a prompt for it otherwise)
-    assert seen in ([rollouts, locate, synthesis], [rollouts, locate, continuation, synthesis]), seen
+    assert seen == [(MCL, None, False), (LOCATE, [LOCATE_STOP], True), (MCL + EXTRA, None, False)], seen
     assert restored(trainer)
     for record in constructions(trainer):
         assert record["generated_tokens"] <= LOCATE + MCL + EXTRA
@@ -140,7 +138,9 @@ def test_a_surprise_splice_step_decodes_no_locate_and_scores_with_the_policy(tmp
     inputs, _ = augmented_batch(trainer)
     seen = [(c["max_new_tokens"], c["stop_strings"], c["tokenizer"]) for c in recorder.calls]
     assert LOCATE not in [budget for budget, _, _ in seen], seen  # no locate decode
-    assert seen[1] == (MCL, None, False), seen  # the continuation: a rollout's budget, no stop
+    # one call after the rollouts: the continuations (a rollout's budget, no stop), and the self fallbacks of
+    # any y- with no surprising unit (the self budget; RowLimits ends each row)
+    assert len(seen) == 2 and seen[1] in ((MCL, None, False), (MCL + EXTRA, None, False)), seen
     records = constructions(trainer)
     spliced = [r for r in records if r["strategy"] == "splice"]
     assert spliced, f"no surprise-located construction among {[(r['strategy'], r['extra']) for r in records]}"
@@ -271,3 +271,38 @@ def test_vllm_gets_each_phases_budget_and_stop_and_outputs_end_at_the_stop(tmp_p
     assert (batch[ROW_KIND_KEY] == CONSTRUCTED).sum() == len(records)
     restored = trainer.vllm_generation
     assert (restored.max_completion_length, restored.generation_kwargs) == (mcl, {})
+
+
+def test_splice_phases_share_one_hf_call_each_row_with_its_own_budget_and_stop(tmp_path, monkeypatch):
+    """On HF generate, splice's continuations and its self fallbacks are one call (the phases cost the longest
+    of them, not the sum): each row ends at its own phase's budget or right after its own stop string, and gets
+    exactly what a call of its phase alone gives it (the same forced text, cut at the same token)."""
+    from tapo.core import PendingConstruction
+
+    mcl, extra = 160, 40  # the tiny model's tokens are short: room for a whole synthesis
+    trainer, recorder = hf_trainer(tmp_path, monkeypatch, construction="splice", max_completion_length=mcl,
+                                   synthesis_extra_tokens=extra)
+    tok = trainer.processing_class
+    running = tok.encode(" and one more word" * 40, add_special_tokens=False)  # never ends by itself
+    synthesis = tok.encode("<analysis>2 + 3 is 5.</analysis><reconstruction>Step 1: 2 + 3 = 5</reconstruction> and on",
+                           add_special_tokens=False)
+    assert len(running) > mcl + extra and len(synthesis) < mcl
+    request = ConstructionRequest(pair=ConstructionPair("q", 0, 1), question="What is 2 + 3?", negative_text="6",
+                                  negative_ids=(1, 2), positive_text="5", answer="5")
+    items = [PendingConstruction(request=request, phase="continuation", prompt_ids=tuple(prompt(trainer))),
+             PendingConstruction(request=request, phase="synthesis", prompt_ids=tuple(prompt(trainer, "What is 7 - 4?")))]
+    recorder.force = [running, synthesis]
+    together = trainer._generate_pending(items)
+    [call] = recorder.calls
+    assert (call["max_new_tokens"], call["stop_strings"]) == (mcl + extra, None)  # the longest budget; RowLimits ends rows
+    assert call["temperature"] == 0.7  # the synthesis sampling for every row
+    assert together[0] == running[:mcl]  # the continuation: a rollout's budget
+    assert tok.decode(together[1]).endswith("</reconstruction>") and together[1] == synthesis[: len(together[1])]
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    assert "_get_stopping_criteria" not in model.__dict__ and trainer.generation_config.max_new_tokens == mcl
+
+    alone = []
+    for item, forced in zip(items, (running, synthesis)):
+        recorder.force = [forced]
+        alone += trainer._synthesis_generate([list(item.prompt_ids)], phase=item.phase)
+    assert alone == together

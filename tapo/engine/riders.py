@@ -1,4 +1,5 @@
-"""Riders: construction prompts decoded in the rollouts' own HF `generate` call (`synthesis_schedule: deferred`).
+"""Rows with their own ends in one HF `generate` call: riders in the rollout call (`synthesis_schedule: deferred`)
+and construction phases sharing a call.
 
 The call holds the rollout rows first, then the riders. Each row keeps its own sampling and its own end:
 
@@ -12,6 +13,9 @@ The call holds the rollout rows first, then the riders. Each row keeps its own s
 - Ends. The call runs to the largest budget; `RowLimits` ends each row at its own budget (rollouts:
   max_completion_length) or right after its stop string, HF pads a finished row, and the trainer cuts
   every row back to its budget. A rollout cut at its budget is distributed as one generated with it.
+
+The same ends (`rows_ended_apart`, no per-row sampling) let construction phases with different budgets and
+stops share one call: splice's continuations and its `self` fallbacks (`TAPOTrainer._generate_pending`).
 
 Only HF generate: vLLM samples `num_generations` per unique prompt, gathered over processes, with one
 set of sampling parameters, so there the deferred constructions are generated in their own call.
@@ -81,7 +85,6 @@ def rows_sampled_apart(
     with `rider_sampling` (generation config fields, e.g. temperature and top_p) on top of it, and ends
     every row at its budget or stop string (`RowwiseProcessor`, `RowLimits`). Restored on exit."""
     build_processors = model._get_logits_processor  # bound: HF's own construction of the processor list
-    build_criteria = model._get_stopping_criteria
 
     def get_logits_processor(generation_config, *args, **kwargs):
         riders_config = copy.deepcopy(generation_config)
@@ -91,11 +94,28 @@ def rows_sampled_apart(
         rest = build_processors(riders_config, *args, **kwargs)
         return LogitsProcessorList([RowwiseProcessor(n_rollouts, first, rest)])
 
-    def get_stopping_criteria(*args, **kwargs):
-        criteria = build_criteria(*args, **kwargs)
-        return StoppingCriteriaList([*criteria, RowLimits(budgets, stops, tokenizer)])
+    with _patched(model, {"_get_logits_processor": get_logits_processor}), \
+            rows_ended_apart(model, budgets=budgets, stops=stops, tokenizer=tokenizer):
+        yield
 
-    patched = {"_get_logits_processor": get_logits_processor, "_get_stopping_criteria": get_stopping_criteria}
+
+@contextlib.contextmanager
+def rows_ended_apart(model, *, budgets: Sequence[int], stops: Sequence[Sequence[str]], tokenizer: Any):
+    """While inside: `model.generate` ends every row at its own budget or right after its own stop string
+    (`RowLimits`); sampling is the call's own for every row. Construction phases with different budgets
+    and stops (splice's continuations and its `self` fallbacks) share one call this way. Restored on exit."""
+    build_criteria = model._get_stopping_criteria
+
+    def get_stopping_criteria(*args, **kwargs):
+        return StoppingCriteriaList([*build_criteria(*args, **kwargs), RowLimits(budgets, stops, tokenizer)])
+
+    with _patched(model, {"_get_stopping_criteria": get_stopping_criteria}):
+        yield
+
+
+@contextlib.contextmanager
+def _patched(model, patched: dict[str, Any]):
+    """These instance attributes on `model` while inside; whatever was there before put back on exit."""
     before = {name: model.__dict__.get(name) for name in patched}
     model.__dict__.update(patched)
     try:

@@ -70,7 +70,7 @@ from tapo.core.synthesis import (
     correction_start_char,
 )
 from tapo.engine.deferred import DeferredRound, load_pending, save_pending
-from tapo.engine.riders import rows_sampled_apart
+from tapo.engine.riders import rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
 from tapo.tensors import stack_rows
 
@@ -293,6 +293,8 @@ class TAPOTrainer(GRPOTrainer):
             self.use_vllm or self.use_transformers_continuous_batching or self.rollout_func is not None
             or self.tools or self._is_vlm
         )  # HF generate with text prompts only; elsewhere the deferred generation is its own call
+        # HF generate ends each row at its own budget and stop, so pending phases share one call (`_generate_pending`)
+        self._phases_share_a_call = not (self.use_vllm or self.use_transformers_continuous_batching)
 
     # ---- hooks on the parent ---------------------------------------------------------------------
 
@@ -454,7 +456,11 @@ class TAPOTrainer(GRPOTrainer):
         # This process builds the pairs in its slots; unused slots stay empty and masked.
         requests = chosen.requests(self._answer_of)
         synthesis_started = time.perf_counter()
-        results = self.constructor.construct(requests)
+        if len(getattr(self.constructor, "pending_phases", ())) > 1:  # splice with its self fallback
+            items = self.constructor.defer(requests)
+            results = self.constructor.complete(items, self._generate_pending(items))
+        else:
+            results = self.constructor.construct(requests)
         synthesis_seconds = time.perf_counter() - synthesis_started
         world = self.accelerator.num_processes
         return self._train_constructions(batch, chosen.round(step=self.state.global_step, world_size=world),
@@ -474,7 +480,7 @@ class TAPOTrainer(GRPOTrainer):
             if self._rides:
                 completions = self._riders_completed(previous.items)
             else:
-                completions = run_pending(self._synthesis_generate, previous.items, phases=self.constructor.pending_phases)
+                completions = self._generate_pending(previous.items)
             results = self.constructor.complete(previous.items, completions)
         if chosen.slots > 0 and self._last_generation():
             self._log_tapo(deferred_dropped=float(len(chosen.pairs)))  # no later step would train them
@@ -765,6 +771,38 @@ class TAPOTrainer(GRPOTrainer):
             completion_ids, _ = self._generate_single_turn(padded, None, {}, 1)
         completions = [list(ids) for ids in completion_ids[: len(prompt_ids)]]
         return [cut_after_stop(self._tokenizer, ids, stops) for ids in completions] if stops else completions
+
+    def _generate_pending(self, items: list) -> list[list[int] | None]:
+        """The completions `constructor.complete` needs for these pending items (None for a failure).
+
+        On HF generate every phase shares one call: each row ends at its own phase's budget or right after
+        its stop string (`rows_ended_apart`), all sampled with the synthesis settings, so a row's completion
+        is distributed as in a call of its phase alone, and the phases cost the longest of them, not the
+        sum. vLLM takes one budget and stop list per call: there each phase is its own call (`run_pending`).
+        Collective like `_synthesis_generate`: one call on every process, padded to the same row count.
+        """
+        phases = self.constructor.pending_phases
+        if len(phases) < 2 or not self._phases_share_a_call:
+            return run_pending(self._synthesis_generate, items, phases=phases)
+        waiting = [i for i, x in enumerate(items) if isinstance(x, PendingConstruction)]
+        plans = [self._phase_sampling(items[i].phase) for i in waiting]  # (budget, stop strings) per row
+        most = max(gather_object([len(waiting)]))
+        if most == 0:
+            return [None] * len(items)
+        padding = most - len(waiting)
+        prompts = [list(items[i].prompt_ids) for i in waiting] + [self._dummy_prompt_ids] * padding
+        budgets = [budget for budget, _ in plans] + [1] * padding  # a dummy row ends at once
+        stops = [strings for _, strings in plans] + [()] * padding
+        longest = max(self._phase_sampling(phase)[0] for phase in phases)  # the same call on every process
+        with self._synthesis_sampling(longest), rows_ended_apart(
+            self.accelerator.unwrap_model(self.model_wrapped), budgets=budgets, stops=stops, tokenizer=self._tokenizer
+        ):
+            completion_ids, _ = self._generate_single_turn(prompts, None, {}, 1)
+        completions: list[list[int] | None] = [None] * len(items)
+        for i, ids, (budget, strings) in zip(waiting, completion_ids, plans):
+            ids = list(ids[:budget])  # HF pads a row that ended early; RowLimits ended it at its budget
+            completions[i] = cut_after_stop(self._tokenizer, ids, strings) if strings else ids
+        return completions
 
     def _phase_sampling(self, phase: str) -> tuple[int, tuple[str, ...]]:
         """(token budget, stop strings) of a construction phase (DESIGN section 2, synthesis sampling)."""
