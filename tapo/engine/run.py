@@ -26,6 +26,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 from tapo.engine.callbacks import METRICS_FILE, MetricsFileCallback, ProgressBarCallback, metric_row, truncate_jsonl
+from tapo.engine.interrupts import interrupts_kept
 from tapo.config import ConfigError, RunConfig, load_config, save_config
 from tapo.engine.model_card import CARD_FILE, RunCard, with_run_card
 from tapo.report.data import CONSTRUCTIONS_FILE
@@ -337,7 +338,8 @@ def _train(config: RunConfig, *, run_dir: Path, checkpoint: Path | None) -> Path
     trainer = build_trainer(config, run_dir=run_dir)
     trainer.run_card = _run_card(config, run_dir=run_dir)
     try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with interrupts_kept(trainer):  # a Ctrl-C swallowed by a destructor still stops the run
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except BaseException:
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ProgressBarCallback):
