@@ -59,6 +59,9 @@ ARMS: dict[str, dict | None] = {
     # ... and its continuations ride in the next step's rollout call (HF generate)
     "splice+surprise+deferred": {"construction": "splice", "splice_locate": "surprise",
                                  "synthesis_schedule": "deferred"},
+    # ... with no self fallback for the pairs the scoring pass cannot locate: no rider longer than a rollout
+    "splice+surprise+deferred+drop": {"construction": "splice", "splice_locate": "surprise",
+                                      "synthesis_schedule": "deferred", "splice_fallback": "drop"},
     "aligned": {"construction": "aligned"},  # rule-based, no model call (the built-in arithmetic task)
 }
 SMOKE_STEPS = 2  # the warm-up step and one timed step
