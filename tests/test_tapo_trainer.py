@@ -187,7 +187,10 @@ def test_padding_slots_change_no_loss_type(batches, trainer, loss_type, beta):
     assert padded["prompt_ids"].size(0) == rows + 4
     assert grad_real.abs().sum() > 0
     assert torch.allclose(loss_real, loss_padded, rtol=1e-5, atol=1e-6), (loss_real, loss_padded)
-    assert torch.allclose(grad_real, grad_padded, rtol=1e-4, atol=1e-7)
+    # The slots change the update's length buckets, so the forward shapes and their float rounding: a tolerance
+    # on the gradient's scale (luspo sums over tokens, its gradients are ~20x the others').
+    scale = float(grad_real.abs().max())
+    assert torch.allclose(grad_real, grad_padded, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_constructed_advantages_carry_ots_and_lambda(tmp_path):

@@ -69,6 +69,7 @@ from tapo.core.synthesis import (
     SELF_TEMPLATE,
     correction_start_char,
 )
+from tapo.engine.buckets import completion_lengths, length_buckets, score_by_length
 from tapo.engine.deferred import DeferredRound, load_pending, save_pending
 from tapo.engine.riders import rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
@@ -132,6 +133,11 @@ class TAPOConfig(GRPOConfig):
                           "deferred: the pairs chosen at one generation are built in the next one's rollout call "
                           "(HF generate; their own call under vLLM) and trained beside its rollouts."},
     )
+    update_buckets: int = field(
+        default=2,
+        metadata={"help": "The update scores its rows in this many forward passes, grouped by length, each padded "
+                          "to its own longest row (1: TRL's one pass padded to the batch's longest)."},
+    )
     synthesis_template: str | None = field(
         default=None, metadata={"help": "Path of a custom `self` synthesis template ($question, $negative, $positive)."}
     )
@@ -166,6 +172,9 @@ class TAPOConfig(GRPOConfig):
                 f"splice_locate_tokens must be a positive integer (the token budget of splice's locate call), "
                 f"got {value!r}"
             )
+        value = self.update_buckets
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"update_buckets must be a positive integer (forward passes of the update), got {value!r}")
 
 
 SCHEDULES = ("inline", "deferred")
@@ -382,8 +391,23 @@ class TAPOTrainer(GRPOTrainer):
         self._captured = None
         return loss
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        parent = super()._get_per_token_logps_and_entropies
+        buckets = self.args.update_buckets
+        if buckets == 1 or compute_aux_loss or any(v is not None for v in multimodal.values()):
+            out = parent(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                         compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        else:  # rows padded to their bucket's longest (tapo.engine.buckets); TRL's own chunks when it chunks
+            rows = input_ids.size(0)
+            groups = (length_buckets(completion_lengths(attention_mask, logits_to_keep), buckets=buckets)
+                      if batch_size is None else
+                      [list(range(start, min(start + batch_size, rows))) for start in range(0, rows, batch_size)])
+            logps, entropies = score_by_length(
+                lambda ids, mask, width: parent(model, ids, mask, width, compute_entropy=compute_entropy),
+                input_ids, attention_mask, logits_to_keep, groups=groups, compute_entropy=compute_entropy,
+            )
+            out = (logps, entropies, None)
         if self._row_kinds is not None:  # inside _compute_loss: keep what the metrics need
             self._captured = (out[0].detach(), out[1].detach() if out[1] is not None else None)
         return out
