@@ -54,6 +54,7 @@ from tapo.report.data import PHASES  # noqa: E402  (rollouts, synthesis, score, 
 ARMS: dict[str, dict | None] = {
     "grpo": None,
     "self": {"construction": "self"},  # the paper: the policy writes analysis + reconstruction
+    "self+one_pass": {"construction": "self", "update_buckets": 1},  # the update as TRL pads it: one pass
     "splice": {"construction": "splice"},  # the policy locates the mistake; y-'s own ids kept, then continued
     "splice+surprise": {"construction": "splice", "splice_locate": "surprise"},  # located by one scoring pass
     # ... and its continuations ride in the next step's rollout call (HF generate)

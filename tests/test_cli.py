@@ -114,7 +114,8 @@ def test_step_time_benchmark_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads(out.read_text())
     arms = numbers["arms"]
-    assert list(arms) == ["grpo", "self", "splice", "splice+surprise", "splice+surprise+deferred", "aligned"]
+    assert list(arms) == ["grpo", "self", "self+one_pass", "splice", "splice+surprise", "splice+surprise+deferred",
+                          "splice+surprise+deferred+drop", "aligned"]
     table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| arm ")}
     assert list(table) == list(arms)  # one table, a row per arm

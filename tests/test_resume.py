@@ -229,14 +229,28 @@ def _our_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("tapo train:")]
 
 
+def _ctrl_c_reaches_it() -> None:
+    """A suite started in the background of a non-interactive shell (`make test &`, a CI runner) inherits SIGINT
+    ignored, and so would the run under test (Python keeps an ignored SIGINT ignored): give it back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler in this process while the test runs (see `_ctrl_c_reaches_it`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_prints_one_line_and_the_command_that_resumes(tmp_path, capsys):
     from tapo.cli import main
 
     run = tmp_path / "interrupted"
     command = tapo_command("train", "--config", "recipes/tiny-tapo.yaml", "--output-dir", str(run),
                            "--set", "trainer.max_steps=20")  # steps enough that the signal lands mid-run
-    process = subprocess.Popen(command, cwd=ROOT, env=tapo_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=tapo_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=_ctrl_c_reaches_it)
     deadline = time.monotonic() + 120
     while not any(run.glob("checkpoint-*/trainer_state.json")) and process.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
@@ -296,7 +310,7 @@ class _SignalSwallowedAtStep2(TrainerCallback):
             _Swallower()  # collected at once: the KeyboardInterrupt dies inside __del__
 
 
-def test_ctrl_c_swallowed_by_a_destructor_still_stops_the_run(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_swallowed_by_a_destructor_still_stops_the_run(tmp_path, monkeypatch, capsys, python_sigint):
     import tapo.engine.run as train
     from tapo.cli import main
 
