@@ -97,19 +97,27 @@ class _KillAtEnd(TrainerCallback):
         raise KeyboardInterrupt
 
 
+def build_with_callback(monkeypatch, callback):
+    """Every trainer `run_training` builds gets `callback`; returns the real builder (to restore)."""
+    import tapo.engine.run as train
+
+    real_build = train.build_trainer
+
+    def build(config, *, run_dir):
+        trainer = real_build(config, run_dir=run_dir)
+        trainer.add_callback(callback)
+        return trainer
+
+    monkeypatch.setattr(train, "build_trainer", build)
+    return real_build
+
+
 def test_finished_grpo_run_of_other_length_resumes_to_complete(tmp_path, monkeypatch, capsys):
     import tapo.engine.run as train
 
     recipe = ROOT / "recipes/tiny-grpo.yaml"
     run = tmp_path / "grpo"
-    real_build = train.build_trainer
-
-    def build_killed(config, *, run_dir):
-        trainer = real_build(config, run_dir=run_dir)
-        trainer.add_callback(_KillAtEnd())
-        return trainer
-
-    monkeypatch.setattr(train, "build_trainer", build_killed)
+    real_build = build_with_callback(monkeypatch, _KillAtEnd())
     with pytest.raises(KeyboardInterrupt):
         train.run_training(config("trainer.max_steps=2", "trainer.save_steps=1", recipe=recipe), output_dir=str(run))
     assert (run / "checkpoint-2").is_dir() and not (run / "model").exists()
@@ -280,14 +288,7 @@ def test_ctrl_c_before_any_checkpoint_says_nothing_saved(tmp_path, monkeypatch, 
     from tapo.cli import main
 
     run = tmp_path / "early"
-    real_build = train.build_trainer
-
-    def build_interrupted(config, *, run_dir):
-        trainer = real_build(config, run_dir=run_dir)
-        trainer.add_callback(_InterruptDuringStep())
-        return trainer
-
-    monkeypatch.setattr(train, "build_trainer", build_interrupted)
+    real_build = build_with_callback(monkeypatch, _InterruptDuringStep())
     args = ["train", "--config", str(TAPO_RECIPE), "--output-dir", str(run), "--set", "trainer.max_steps=2"]
     assert interrupted_main(args) == 130
     [line] = _our_lines(capsys.readouterr().err)
@@ -315,15 +316,8 @@ def test_ctrl_c_swallowed_by_a_destructor_still_stops_the_run(tmp_path, monkeypa
     from tapo.cli import main
 
     run = tmp_path / "swallowed"
-    real_build = train.build_trainer
-
-    def build_swallowing(config, *, run_dir):
-        trainer = real_build(config, run_dir=run_dir)
-        trainer.add_callback(_SignalSwallowedAtStep2())
-        return trainer
-
+    real_build = build_with_callback(monkeypatch, _SignalSwallowedAtStep2())
     ignored = []  # what CPython reports as "Exception ignored in ..." (unraisable), were it not for the guard
-    monkeypatch.setattr(train, "build_trainer", build_swallowing)
     monkeypatch.setattr(sys, "unraisablehook", ignored.append)
     args = ["train", "--config", str(TAPO_RECIPE), "--output-dir", str(run), "--set", "trainer.max_steps=4"]
     assert interrupted_main(args) == 130
