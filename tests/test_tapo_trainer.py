@@ -193,6 +193,30 @@ def test_padding_slots_change_no_loss_type(batches, trainer, loss_type, beta):
     assert torch.allclose(grad_real, grad_padded, rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_update_in_length_buckets_is_trls_one_padded_pass_for_every_loss_type(batches, trainer, loss_type, beta):
+    """update_buckets 2 (the default) against 1 (TRL's pass) on one batch of rollouts and constructions."""
+    _, augmented = batches
+    batch = dict(augmented)
+    if beta:
+        batch["ref_per_token_logps"] = trainer._score_tokens(
+            trainer.model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"]
+        )[0] - 0.2 * batch["completion_mask"]
+    saved = trainer.loss_type, trainer.beta, trainer.args.update_buckets
+    trainer.loss_type, trainer.beta = loss_type, beta
+    try:
+        trainer.args.update_buckets = 1
+        loss_one, grad_one = loss_and_grad(trainer, batch)
+        trainer.args.update_buckets = 2
+        loss_two, grad_two = loss_and_grad(trainer, batch)
+    finally:
+        trainer.loss_type, trainer.beta, trainer.args.update_buckets = saved
+    assert (batch[ROW_KIND_KEY] == CONSTRUCTED).any() and grad_one.abs().sum() > 0
+    assert torch.allclose(loss_one, loss_two, rtol=1e-5, atol=1e-6), (loss_one, loss_two)
+    assert torch.allclose(grad_one, grad_two, rtol=1e-4, atol=1e-6 * float(grad_one.abs().max()))
+
+
 def test_constructed_advantages_carry_ots_and_lambda(tmp_path):
     """lambda scales the constructed rows' advantages and nothing else; OTS off gives constant rows."""
     results = {}

@@ -70,7 +70,7 @@ def test_scores_by_length_equal_one_padded_pass_with_their_gradients():
     model.zero_grad()
     groups = length_buckets(completion_lengths(mask, width), buckets=2)
     assert groups == [[4, 0, 2, 5], [3, 1]]
-    split, split_entropy = score_by_length(score, ids, mask, width, groups=groups, compute_entropy=True)
+    split, split_entropy = score_by_length(score, ids, mask, width, buckets=2, batch_size=None, compute_entropy=True)
     (split * completion_mask).sum().backward()
 
     kept = completion_mask.bool()

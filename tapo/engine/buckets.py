@@ -76,12 +76,20 @@ def score_by_length(
     attention_mask: torch.Tensor,
     logits_to_keep: int,
     *,
-    groups: Sequence[Sequence[int]],
+    buckets: int,
+    batch_size: int | None,
     compute_entropy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`score(input_ids, attention_mask, logits_to_keep)` (one forward pass) on each group of rows, cut to the
-    group's longest completion; the per-token log-probs (and entropies) put back as [rows, logits_to_keep]."""
+    group's longest completion; the per-token log-probs (and entropies) put back as [rows, logits_to_keep].
+
+    The groups: `length_buckets` (`buckets` of them) for a training batch (`batch_size` None); TRL's own
+    chunks of `batch_size` rows in order for a chunked scoring call, so it makes TRL's number of passes.
+    """
     lengths = completion_lengths(attention_mask, logits_to_keep)
+    rows_in_all = input_ids.size(0)
+    groups = (length_buckets(lengths, buckets=buckets) if batch_size is None else
+              [range(start, min(start + batch_size, rows_in_all)) for start in range(0, rows_in_all, batch_size)])
     prompt_width = input_ids.size(1) - logits_to_keep
     logps = entropies = None
     for rows in groups:

@@ -69,7 +69,7 @@ from tapo.core.synthesis import (
     SELF_TEMPLATE,
     correction_start_char,
 )
-from tapo.engine.buckets import completion_lengths, length_buckets, score_by_length
+from tapo.engine.buckets import score_by_length
 from tapo.engine.deferred import DeferredRound, load_pending, save_pending
 from tapo.engine.riders import rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
@@ -399,13 +399,10 @@ class TAPOTrainer(GRPOTrainer):
             out = parent(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                          compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
         else:  # rows padded to their bucket's longest (tapo.engine.buckets); TRL's own chunks when it chunks
-            rows = input_ids.size(0)
-            groups = (length_buckets(completion_lengths(attention_mask, logits_to_keep), buckets=buckets)
-                      if batch_size is None else
-                      [list(range(start, min(start + batch_size, rows))) for start in range(0, rows, batch_size)])
             logps, entropies = score_by_length(
                 lambda ids, mask, width: parent(model, ids, mask, width, compute_entropy=compute_entropy),
-                input_ids, attention_mask, logits_to_keep, groups=groups, compute_entropy=compute_entropy,
+                input_ids, attention_mask, logits_to_keep, buckets=buckets, batch_size=batch_size,
+                compute_entropy=compute_entropy,
             )
             out = (logps, entropies, None)
         if self._row_kinds is not None:  # inside _compute_loss: keep what the metrics need
