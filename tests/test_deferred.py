@@ -9,6 +9,7 @@ what the call sampled each row from, against HF's own processors applied to that
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -18,7 +19,7 @@ from transformers import GenerationConfig
 from tapo.core import PendingConstruction
 from tapo.core.constructors import chat_prompt_ids
 from tapo.engine.deferred import PENDING_FILE, DeferredRound, load_pending, save_pending
-from tapo.engine.riders import RowLimits, RowwiseProcessor, rows_sampled_apart
+from tapo.engine.riders import RowLimits, RowwiseProcessor, prefill_in_two, prefilled_apart, rows_sampled_apart
 from tapo.models import load_policy
 from tests.test_engine_paths import constructions
 from tests.test_tapo_trainer import make_trainer
@@ -58,17 +59,39 @@ def alone(model, config: GenerationConfig, prompt: list[int], generated: list[in
     return processors(ids, logits)[0]
 
 
-def test_rollout_rows_keep_their_distribution_and_riders_get_the_synthesis_settings(policy, monkeypatch):
-    model, tokenizer = policy
+def riding_call(tokenizer):
+    """Two rollout prompts and one rider ~3x as long (a synthesis context), left-padded as TRL pads them."""
     rollouts = [chat_prompt_ids(tokenizer, q) for q in ("What is 2 + 3?", "What is 9 - 4?")]
     riders = [chat_prompt_ids(tokenizer, "Rewrite this solution of 7 * 3 step by step and check it. " * 3)]
     prompts = rollouts + riders
-    budgets, stops = [6, 6, 10], [(), (), ()]
-    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
     width = max(len(p) for p in prompts)
     input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return prompts, input_ids, attention
+
+
+def assert_every_row_sampled_as_alone(model, tokenizer, prompts, new, seen, config, budgets) -> int:
+    """Each row's scores at each of its steps are those of the row alone under its own settings; rows checked."""
+    rider_config = GenerationConfig(**{**config.to_dict(), **RIDER})
+    checked = 0
+    for row, prompt in enumerate(prompts):
+        cfg = config if row < 2 else rider_config
+        ended = next((t + 1 for t, tok in enumerate(new[row]) if tok == tokenizer.eos_token_id), len(new[row]))
+        for t in range(min(budgets[row], ended)):
+            expected = torch.softmax(alone(model, cfg, prompt, new[row][:t]), dim=-1)
+            got = torch.softmax(seen[t][row], dim=-1)
+            assert torch.allclose(got, expected, atol=1e-5), (row, t)
+            checked += 1
+    return checked
+
+
+def test_rollout_rows_keep_their_distribution_and_riders_get_the_synthesis_settings(policy, monkeypatch):
+    model, tokenizer = policy
+    prompts, input_ids, attention = riding_call(tokenizer)
+    width = input_ids.shape[1]
+    budgets, stops = [6, 6, 10], [(), (), ()]
+    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
     seen = record_distributions(monkeypatch)
     torch.manual_seed(0)
     with rows_sampled_apart(model, n_rollouts=2, rider_sampling=RIDER, budgets=budgets, stops=stops,
@@ -76,23 +99,56 @@ def test_rollout_rows_keep_their_distribution_and_riders_get_the_synthesis_setti
         out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
     assert "_get_logits_processor" not in model.__dict__ and "_get_stopping_criteria" not in model.__dict__
     new = out[:, width:].tolist()
-    rider_config = GenerationConfig(**{**config.to_dict(), **RIDER})
-    checked = 0
-    for row, prompt in enumerate(prompts):
-        cfg, budget = (config, budgets[row]) if row < 2 else (rider_config, budgets[row])
-        ended = next((t + 1 for t, tok in enumerate(new[row]) if tok == tokenizer.eos_token_id), len(new[row]))
-        for t in range(min(budget, ended)):
-            expected = torch.softmax(alone(model, cfg, prompt, new[row][:t]), dim=-1)
-            got = torch.softmax(seen[t][row], dim=-1)
-            assert torch.allclose(got, expected, atol=1e-5), (row, t)
-            checked += 1
-    assert checked >= 12
+    assert assert_every_row_sampled_as_alone(model, tokenizer, prompts, new, seen, config, budgets) >= 12
     # the two settings differ: a rollout row's distribution is not what the rider's settings would give
+    rider_config = GenerationConfig(**{**config.to_dict(), **RIDER})
     assert not torch.allclose(torch.softmax(seen[0][0], -1),
                               torch.softmax(alone(model, rider_config, prompts[0], []), -1), atol=1e-3)
     # each row stops at its own budget: past it, only padding
     for row, budget in enumerate(budgets):
         assert all(tok == tokenizer.pad_token_id for tok in new[row][budget:]), (row, new[row])
+
+
+def test_rollouts_and_riders_prefilled_apart_decode_as_each_row_alone(policy, monkeypatch):
+    """The rollout rows are prefilled over their own width, not the rider's; every row still samples from
+    exactly its own distribution at every step, and the patch is gone afterwards."""
+    model, tokenizer = policy
+    prompts, input_ids, attention = riding_call(tokenizer)
+    width = input_ids.shape[1]
+    budgets, stops = [6, 6, 10], [(), (), ()]
+    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+    seen = record_distributions(monkeypatch)
+    shapes = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)  # generate reads forward's signature (position_ids) to build its inputs
+    def recording_forward(self, *args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", recording_forward)
+    torch.manual_seed(0)
+    with rows_sampled_apart(model, n_rollouts=2, rider_sampling=RIDER, budgets=budgets, stops=stops,
+                            tokenizer=tokenizer), prefilled_apart(model, n_first=2):
+        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+    assert "generate" not in model.__dict__
+    rollout_width = max(len(p) for p in prompts[:2])
+    assert rollout_width < width - 10  # the rider is much wider: there is padding to skip
+    # prefill: the rollouts over their own width, the rider over its own, then one token per row and step
+    assert shapes[:3] == [(2, rollout_width - 1), (1, width - 1), (3, 1)]
+    new = out[:, width:].tolist()
+    monkeypatch.setattr(type(model), "forward", forward)
+    assert assert_every_row_sampled_as_alone(model, tokenizer, prompts, new, seen, config, budgets) >= 12
+
+
+def test_prefill_apart_leaves_calls_without_padding_to_skip_to_generate(policy):
+    model, tokenizer = policy
+    same = [chat_prompt_ids(tokenizer, q) for q in ("What is 2 + 3?", "What is 4 + 5?")]
+    assert len(same[0]) == len(same[1])
+    ids, mask = torch.tensor(same), torch.ones(2, len(same[0]), dtype=torch.long)
+    assert prefill_in_two(model, ids, mask, n_first=1) is None  # equal widths: nothing saved
+    assert prefill_in_two(model, ids, mask, n_first=2) is None  # no second batch
 
 
 def test_row_limits_end_rows_at_their_budget_or_right_after_their_stop_string(policy):

@@ -71,7 +71,7 @@ from tapo.core.synthesis import (
 )
 from tapo.engine.buckets import score_by_length
 from tapo.engine.deferred import DeferredRound, load_pending, save_pending
-from tapo.engine.riders import rows_ended_apart, rows_sampled_apart
+from tapo.engine.riders import prefilled_apart, rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
 from tapo.tensors import stack_rows
 
@@ -327,7 +327,9 @@ class TAPOTrainer(GRPOTrainer):
 
         The call runs to the largest budget, each row sampled and ended as its own (`tapo.engine.riders`);
         the rollouts come back cut to max_completion_length and the riders' completions are kept for
-        `_augment` (cut after their stop string, as `_synthesis_generate` cuts).
+        `_augment` (cut after their stop string, as `_synthesis_generate` cuts). Unless parameters are
+        sharded, rollouts and riders are prefilled apart (`prefilled_apart`): the rollouts are not padded
+        to the riders' longer prompts.
         """
         riders, self._riders = self._riders, None
         if riders is None:
@@ -342,9 +344,13 @@ class TAPOTrainer(GRPOTrainer):
         sampling = {"temperature": self.args.synthesis_temperature, "top_p": self.args.synthesis_top_p}
         config, saved = self.generation_config, self.generation_config.max_new_tokens
         config.max_new_tokens = max(budgets)
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        # ZeRO-3/FSDP forwards gather parameters collectively: there every process keeps generate's one prefill
+        apart = not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
         try:
-            with rows_sampled_apart(self.accelerator.unwrap_model(self.model_wrapped), n_rollouts=n,
-                                    rider_sampling=sampling, budgets=budgets, stops=stops, tokenizer=self._tokenizer):
+            with rows_sampled_apart(model, n_rollouts=n, rider_sampling=sampling, budgets=budgets, stops=stops,
+                                    tokenizer=self._tokenizer), \
+                    prefilled_apart(model, n_first=n) if apart else contextlib.nullcontext():
                 completion_ids, logprobs = super()._generate_single_turn(
                     list(prompt_ids) + [list(x.prompt_ids) for x in riders], images, multimodal_fields,
                     num_generations, has_tool_images,
