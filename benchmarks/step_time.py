@@ -21,6 +21,9 @@ Columns, per arm:
   the optimizer's own step is outside it); the phases add up to it. GRPO logs no phases: its rollouts are
   timed here around the call TAPO times for its own (`GRPOTrainer._generate`), and its update is the rest.
 - x GRPO: total over the GRPO arm's total.
+- longest: the step's longest rollout in tokens (TRL's `completions/max_length`), mean over the timed steps.
+  An HF generate call runs until its longest row ends, so the rollout phase's seconds follow it: once
+  an arm's policy has moved, its rollouts (sampled from it) differ from GRPO's.
 - built/step: constructions built (records in constructions.jsonl) per step, over all steps.
 - built/try: built over the pairs sent to the constructor (`tapo/pairs` summed): `tapo/parsed_frac` over
   the run. For splice, "(x spliced)" is the share of tries kept as true splices (the quote was found in
@@ -65,6 +68,7 @@ ARMS: dict[str, dict | None] = {
                                       "synthesis_schedule": "deferred", "splice_fallback": "drop"},
     "aligned": {"construction": "aligned"},  # rule-based, no model call (the built-in arithmetic task)
 }
+ROLLOUT_MAX_KEY = "completions/max_length"  # TRL's longest rollout of the step, in tokens
 SMOKE_STEPS = 2  # the warm-up step and one timed step
 SMOKE_SETTINGS = ["tapo.m_max=2"]  # few tries per eligible query: seconds on the tiny model
 
@@ -123,8 +127,12 @@ def arm_numbers(runs: list[tuple[list[dict], list[dict]]], *, strategy: str | No
         seconds = {phase: None for phase in PHASES}
     seconds["total"] = mean([b.total for b in breakdowns])
     steps = sum(len(rows) for rows, _ in runs)
+    # HF generate runs a call until its longest row ends: the rollout phase's time follows the longest rollout
+    longest = [row[ROLLOUT_MAX_KEY] for (rows, _), b in zip(runs, breakdowns) for row in rows
+               if row.get("step") in b.steps and row.get(ROLLOUT_MAX_KEY) is not None]
     out = {"seconds": seconds, "timed_steps": list(breakdowns[0].steps), "rounds": len(runs),
-           "round_totals": [b.total for b in breakdowns]}
+           "round_totals": [b.total for b in breakdowns],
+           "longest_rollout_tokens": sum(longest) / len(longest) if longest else None}
     if strategy is None:
         return out
     # A step that reuses a generation (num_iterations > 1) logs that generation's counters again, and 0 rollouts.
@@ -206,7 +214,7 @@ def _cell(value, digits: int = 3) -> str:
 
 def table(results: dict) -> str:
     """One Markdown table, a row per arm."""
-    head = ["arm", *PHASES, "total", "x GRPO", "built/step", "built/try", "tok/built", "right"]
+    head = ["arm", *PHASES, "total", "x GRPO", "longest", "built/step", "built/try", "tok/built", "right"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, arm in results["arms"].items():
         s, c = arm["seconds"], arm.get("constructions")
@@ -214,7 +222,7 @@ def table(results: dict) -> str:
         cells = [name] + [
             "–" if no_phase and phase in ("synthesis", "score", "ots") else _cell(s[phase]) for phase in PHASES
         ]
-        cells += [_cell(s["total"]), _cell(arm["ratio_to_grpo"], 2)]
+        cells += [_cell(s["total"]), _cell(arm["ratio_to_grpo"], 2), _cell(arm.get("longest_rollout_tokens"), 1)]
         if c is None:
             cells += ["–"] * 4
         else:

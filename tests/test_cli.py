@@ -128,6 +128,8 @@ def test_step_time_benchmark_smoke(tmp_path):
         assert arm["ratio_to_grpo"] == pytest.approx(seconds["total"] / grpo_total, rel=1e-12)
         assert table[name][5] == f"{seconds['total']:.3f}" and table[name][6] == f"{arm['ratio_to_grpo']:.2f}"
         assert seconds["rollouts"] > 0, name  # GRPO's rollouts are timed by the benchmark itself
+        longest = arm["longest_rollout_tokens"]  # one timed step: that step's longest rollout
+        assert 1 <= longest <= 24 and table[name][7] == f"{longest:.1f}", name  # tiny-tapo: max_completion_length 24
     assert "constructions" not in arms["grpo"] and table["grpo"][1:4] == ["–", "–", "–"]
     for name in ("self", "splice", "splice+surprise"):  # the tiny model cannot write syntheses, but it pays for trying
         c = arms[name]["constructions"]
