@@ -14,12 +14,19 @@ import json
 
 import pytest
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
 
 from tapo.core import PendingConstruction
 from tapo.core.constructors import chat_prompt_ids
 from tapo.engine.deferred import PENDING_FILE, DeferredRound, load_pending, save_pending
-from tapo.engine.riders import RowLimits, RowwiseProcessor, prefill_in_two, prefilled_apart, rows_sampled_apart
+from tapo.engine.riders import (
+    RowLimits,
+    RowwiseProcessor,
+    prefill_in_two,
+    prefilled_apart,
+    rows_ended_apart,
+    rows_sampled_apart,
+)
 from tapo.models import load_policy
 from tests.test_engine_paths import constructions
 from tests.test_tapo_trainer import make_trainer
@@ -168,6 +175,79 @@ def test_row_limits_end_rows_at_their_budget_or_right_after_their_stop_string(po
     assert stop in tokenizer.decode(text_ids[: done_at[1]]) and stop not in tokenizer.decode(text_ids[: done_at[1] - 1])
 
 
+def test_row_limits_end_the_call_with_its_lead_rows_and_say_which_were_cut_short(policy):
+    _, tokenizer = policy
+    eos = tokenizer.eos_token_id
+    prompt = tokenizer.encode("x y z", add_special_tokens=False)
+    word = tokenizer.encode(" ok", add_special_tokens=False)[0]
+    limits = RowLimits([5, 9, 9, 2], [(), (), (), ()], tokenizer, lead=1, eos_ids=[eos])
+    rows = [[word, eos], [word, word], [word, eos], [word, word]]  # lead row ends (eos) at its 2nd token
+    assert limits(torch.tensor([prompt + r[:1] for r in rows]), None).tolist() == [False, False, False, False]
+    assert limits(torch.tensor([prompt + r for r in rows]), None).tolist() == [True] * 4
+    assert limits.open_rows == [1] and limits.cut_at == 2  # row 2 ended by eos, row 3 by its budget: not open
+    alone = RowLimits([5, 9], [(), ()], tokenizer, lead=1, eos_ids=[eos])  # while the lead writes, nothing is cut
+    assert alone(torch.tensor([prompt + [word]] * 2), None).tolist() == [False, False] and alone.open_rows == []
+    with pytest.raises(ValueError, match="eos ids"):
+        RowLimits([5], [()], tokenizer, lead=1)
+
+
+def test_row_limits_see_a_stop_string_that_straddles_a_continuation(policy):
+    _, tokenizer = policy
+    stop = "</reconstruction>"
+    ids = tokenizer.encode("ok " + stop, add_special_tokens=False)
+    split = len(ids) - 2  # the stop string's last tokens are written in the continuation
+    assert stop not in tokenizer.decode(ids[:split])
+    prompt = tokenizer.encode("x", add_special_tokens=False) + ids[:split]  # the prompt ends with the earlier part
+    carried = RowLimits([9], [(stop,)], tokenizer, carried=[split])
+    blind = RowLimits([9], [(stop,)], tokenizer)
+    first = torch.tensor([prompt + ids[split : split + 1]])
+    carried(first, None), blind(first, None)
+    whole = torch.tensor([prompt + ids[split:]])
+    assert carried(whole, None).tolist() == [True] and blind(whole, None).tolist() == [False]
+
+
+def test_a_rider_cut_short_goes_on_from_its_prefix_as_one_run(policy, monkeypatch):
+    """The call ends with the rollouts; the rider's continuation (prompt + its tokens so far) samples every
+    step from exactly the rider's own distribution given its whole prefix."""
+    model, tokenizer = policy
+    prompts, input_ids, attention = riding_call(tokenizer)
+    width = input_ids.shape[1]
+    budgets, stops = [3, 3, 12], [(), (), ()]
+    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+    torch.manual_seed(0)
+    with rows_sampled_apart(model, n_rollouts=2, rider_sampling=RIDER, budgets=budgets, stops=stops,
+                            tokenizer=tokenizer, eos_ids=[tokenizer.eos_token_id]) as made:
+        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+    limits = made[-1]
+    assert out.shape[1] - width == 3 and limits.open_rows == [2] and limits.cut_at == 3  # ended with the rollouts
+    partial = out[2, width:].tolist()
+    rider_config = GenerationConfig(**{**config.to_dict(), **RIDER})
+    seen = []
+    build = model._get_logits_processor
+
+    def recording(generation_config, *args, **kwargs):
+        processors = build(generation_config, *args, **kwargs)
+
+        def record(ids, scores):
+            scores = processors(ids, scores)
+            seen.append(scores.detach().clone())
+            return scores
+
+        return LogitsProcessorList([record])
+
+    monkeypatch.setattr(model, "_get_logits_processor", recording)
+    rest_prompt = prompts[2] + partial
+    with rows_ended_apart(model, budgets=[12 - 3], stops=[()], tokenizer=tokenizer, carried=[3]):
+        more = model.generate(input_ids=torch.tensor([rest_prompt]), generation_config=rider_config)
+    rest = more[0, len(rest_prompt):].tolist()
+    assert 1 <= len(rest) <= 9
+    monkeypatch.undo()
+    for t in range(len(rest)):
+        expected = torch.softmax(alone(model, rider_config, prompts[2], partial + rest[:t]), dim=-1)
+        assert torch.allclose(torch.softmax(seen[t][0], dim=-1), expected, atol=1e-5), t
+
+
 # ---- in the trainer ----------------------------------------------------------------------------------------
 
 
@@ -246,6 +326,52 @@ def test_rollouts_with_riders_are_cut_to_their_budget(tmp_path, monkeypatch):
     clipped = [h["completions/clipped_ratio"] for h in trainer.state.log_history if "completions/clipped_ratio" in h]
     assert clipped[1] == pytest.approx(sum(not ended for _, ended in lengths[1]) / rollouts)
     assert all(n == mcl for n, ended in lengths[1] if not ended)  # cut at the budget, not before
+
+
+def test_riders_still_writing_when_the_rollouts_end_go_on_in_a_call_of_their_own(tmp_path, monkeypatch):
+    """`self` riders (budget 24 + 24) in a call whose rollouts end by 24 tokens: the call ends with them, and
+    each rider still writing continues from its own prompt + its tokens so far; what the construction gets
+    is the two parts joined."""
+    from transformers import GenerationMixin
+
+    mcl, extra = 24, 24
+    trainer = deferred_trainer(tmp_path, construction="self", max_steps=2, max_completion_length=mcl,
+                               synthesis_extra_tokens=extra)
+    calls = []  # (prompt rows without padding, new tokens per row)
+    real = GenerationMixin.generate
+
+    def recording(model_self, *args, **kwargs):
+        out = real(model_self, *args, **kwargs)
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        calls.append(([row[m.bool()].tolist() for row, m in zip(ids, mask)], out[:, ids.shape[1]:].tolist()))
+        return out
+
+    monkeypatch.setattr(type(trainer.model), "generate", recording)
+    delivered = []
+    completed = type(trainer)._riders_completed
+
+    def recording_completed(self, items):
+        out = completed(self, items)
+        delivered.append(out)
+        return out
+
+    monkeypatch.setattr(type(trainer), "_riders_completed", recording_completed)
+    trainer.train()
+    rollouts = len(calls[0][0])  # step 1: the rollouts alone
+    riding_prompts, riding_new = calls[1]
+    assert len(riding_prompts) > rollouts and len(riding_new[0]) <= mcl  # the call ended with its rollouts
+    riders = list(range(rollouts, len(riding_prompts)))
+    pad, eos = trainer.pad_token_id, trainer.processing_class.eos_token_id
+    open_riders = [r for r in riders if eos not in riding_new[r] and pad not in riding_new[r]]
+    assert open_riders, "no rider was still writing: the test needs one"
+    rest_prompts, rest_new = calls[2]
+    assert len(rest_prompts) == len(open_riders)
+    got = [c for c in delivered[0] if c is not None]
+    for k, r in enumerate(open_riders):
+        assert rest_prompts[k] == riding_prompts[r] + riding_new[r]  # prompt + its tokens so far
+        joined = riding_new[r] + rest_new[k]
+        assert got[r - rollouts] == joined[: len(got[r - rollouts])] and len(got[r - rollouts]) <= mcl + extra
+        assert len(got[r - rollouts]) > len(riding_new[r])  # it went on
 
 
 def test_pending_pairs_survive_a_checkpoint(tmp_path):

@@ -127,8 +127,9 @@ def test_rank_without_pairs_joins_the_surprise_scoring_pass(tmp_path):
 
 def test_deferred_riders_under_fsdp_with_a_rank_without_pairs(tmp_path):
     """synthesis_schedule deferred under FSDP2: step 1's one pair (rank 0's) rides in step 2's rollout call on
-    rank 0, which then runs to the synthesis budget, while rank 1 generates its rollouts alone to theirs;
-    sharded generation keeps both in step (synced_gpus) and the run finishes."""
+    rank 0 (a call with the synthesis budget, ended with its rollouts), while rank 1 generates its rollouts
+    alone to theirs; sharded generation keeps both in step (synced_gpus), both join the rider's continuation
+    call, and the run finishes."""
     code, output, reports = launch(tmp_path, "--fsdp", "2", "--pairs", "skew", "--schedule", "deferred",
                                    "--max-steps", "2")
     assert code == 0, f"exit {code} ({'timed out' if code is None else 'failed'}): {where(reports)}\n{output}"
@@ -136,6 +137,10 @@ def test_deferred_riders_under_fsdp_with_a_rank_without_pairs(tmp_path):
     assert all(r["finished"] and r["global_step"] == 2 for r in reports), where(reports)
     calls = [[c["max_new_tokens"] for c in r["generate_calls"]] for r in reports]
     mcl = reports[0]["generate_calls"][0]["max_new_tokens"]
-    assert calls[1] == [mcl, mcl], where(reports)  # rank 1: two rollout calls, nothing riding
+    assert calls[1][:2] == [mcl, mcl], where(reports)  # rank 1: two rollout calls, nothing riding
     assert calls[0][0] == mcl and calls[0][1] > mcl, where(reports)  # rank 0: its rider's budget at step 2
+    # the riding call ends with the rollouts; a rider still writing goes on in a call of its own, which rank 1
+    # joins with one dummy row of one token (collective generation): the same number of calls on both ranks
+    assert len(calls[0]) == len(calls[1]) in (2, 3), where(reports)
+    assert calls[1][2:] in ([], [1]), where(reports)
     assert all(c["done"] for r in reports for c in r["generate_calls"])

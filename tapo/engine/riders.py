@@ -10,13 +10,13 @@ The call holds the rollout rows first, then the riders. Each row keeps its own s
   row by itself, so a rollout row's next-token distribution, given its prefix, is exactly the one it has
   in a call without riders. (The random draws differ: HF samples the whole batch with one
   `torch.multinomial`, so batch composition shifts which numbers a row gets, not how it is distributed.)
-- Ends. The call runs to the largest budget; `RowLimits` ends each row at its own budget (rollouts:
-  max_completion_length) or right after its stop string, HF pads a finished row, and the trainer cuts
-  every row back to its budget. A rollout cut at its budget is distributed as one generated with it.
-
-The same ends (`rows_ended_apart`, no per-row sampling) let construction phases with different budgets and
-stops share one call: splice's continuations and its `self` fallbacks (`TAPOTrainer._generate_pending`).
-
+- Ends. `RowLimits` ends each row at its own budget (rollouts: max_completion_length) or right after its
+  stop string; HF pads a finished row, and the trainer cuts every row back to its budget. A rollout cut
+  at its budget is distributed as one generated with it. The call ends when the rollouts have: HF keeps
+  finished rows in the batch, so a rider that outlasted them would have the whole batch decoded at
+  every one of its remaining steps. A rider still writing then is cut short (`RowLimits.open_rows`) and
+  continued in a call of its own from its prompt + its tokens so far (`TAPOTrainer._continue_riders`):
+  sampling from the same prefix with the same processors, so the two parts are distributed as one run.
 - Prefill. HF left-pads the call to its widest prompt and computes every padded position; a rider's
   prompt (the synthesis context: question, y+, note, y-'s kept prefix) is ~3x a rollout's, so on a CPU
   the rollout rows' padding cost more than the riders themselves (demo: 10 rows x 250 tokens 5.9 s
@@ -59,28 +59,47 @@ class RowwiseProcessor(LogitsProcessor):
 
 
 class RowLimits(StoppingCriteria):
-    """Row r is done after budgets[r] new tokens, or once its new tokens contain one of stops[r].
+    """Row r is done after budgets[r] new tokens, once its new tokens contain one of stops[r], or (given
+    `eos_ids`) once they contain an eos id.
 
-    The prompt width is the call's input width, read at the first check (one new token by then).
-    Stop strings are looked for in the decoded last `window` new tokens only, never in the prompt.
+    With `lead` > 0, the call ends when rows [0, lead) are all done: every other row is then reported
+    done too, and `open_rows` lists those that had not ended by themselves (their completions are cut
+    short after `cut_at` new tokens, to be continued in another call). The prompt width is the call's
+    input width, read at the first check (one new token by then). Stop strings are looked for in the
+    decoded last `window` new tokens only, never in the prompt; `carried[r]` tokens at the end of row
+    r's prompt count as new for that (a continuation's earlier part: a stop string may straddle the two).
     """
 
-    def __init__(self, budgets: Sequence[int], stops: Sequence[Sequence[str]], tokenizer: Any, window: int = 24):
+    def __init__(self, budgets: Sequence[int], stops: Sequence[Sequence[str]], tokenizer: Any, window: int = 24, *,
+                 lead: int = 0, eos_ids: Sequence[int] = (), carried: Sequence[int] | None = None):
         if len(budgets) != len(stops):
             raise ValueError(f"{len(budgets)} budgets for {len(stops)} stop lists")
+        if lead and not eos_ids:
+            raise ValueError("RowLimits with a lead needs the eos ids (to see the lead rows end)")
         self.budgets, self.stops, self.tokenizer, self.window = list(budgets), [tuple(s) for s in stops], tokenizer, window
+        self.lead, self.eos_ids = lead, list(eos_ids)
+        self.carried = list(carried) if carried is not None else [0] * len(budgets)
         self.prompt_width: int | None = None
+        self.open_rows: list[int] = []  # rows the lead's end cut short
+        self.cut_at: int | None = None  # new tokens when it did
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         if self.prompt_width is None:
             self.prompt_width = input_ids.shape[1] - 1
         new = input_ids.shape[1] - self.prompt_width
         done = [new >= budget for budget in self.budgets]
+        if self.eos_ids:
+            ended = torch.isin(input_ids[:, self.prompt_width :], torch.tensor(self.eos_ids, device=input_ids.device))
+            done = [d or e for d, e in zip(done, ended.any(dim=-1).tolist())]
         for row, strings in enumerate(self.stops):
             if strings and not done[row]:
-                tail = input_ids[row, self.prompt_width :][-self.window :].tolist()
+                tail = input_ids[row, self.prompt_width - self.carried[row] :][-self.window :].tolist()
                 text = self.tokenizer.decode(tail, skip_special_tokens=False)
                 done[row] = any(s in text for s in strings)
+        if self.lead and all(done[: self.lead]) and not all(done):
+            self.open_rows = [row for row, d in enumerate(done) if not d]
+            self.cut_at = new
+            done = [True] * len(done)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -93,10 +112,14 @@ def rows_sampled_apart(
     budgets: Sequence[int],
     stops: Sequence[Sequence[str]],
     tokenizer: Any,
+    eos_ids: Sequence[int] = (),
 ):
     """While inside: `model.generate` samples rows [0, n_rollouts) with the call's own config, the rest
     with `rider_sampling` (generation config fields, e.g. temperature and top_p) on top of it, and ends
-    every row at its budget or stop string (`RowwiseProcessor`, `RowLimits`). Restored on exit."""
+    every row at its budget or stop string (`RowLimits`). Given `eos_ids`, the call ends once the rollout
+    rows have: riders still writing are cut short (`RowLimits.open_rows`, after `cut_at` tokens) for the
+    caller to continue in a call of their own. Yields the list of the `RowLimits` each call used.
+    Restored on exit."""
     build_processors = model._get_logits_processor  # bound: HF's own construction of the processor list
 
     def get_logits_processor(generation_config, *args, **kwargs):
@@ -107,23 +130,29 @@ def rows_sampled_apart(
         rest = build_processors(riders_config, *args, **kwargs)
         return LogitsProcessorList([RowwiseProcessor(n_rollouts, first, rest)])
 
+    lead = n_rollouts if eos_ids else 0
     with _patched(model, {"_get_logits_processor": get_logits_processor}), \
-            rows_ended_apart(model, budgets=budgets, stops=stops, tokenizer=tokenizer):
-        yield
+            rows_ended_apart(model, budgets=budgets, stops=stops, tokenizer=tokenizer, lead=lead,
+                             eos_ids=eos_ids) as made:
+        yield made
 
 
 @contextlib.contextmanager
-def rows_ended_apart(model, *, budgets: Sequence[int], stops: Sequence[Sequence[str]], tokenizer: Any):
+def rows_ended_apart(model, *, budgets: Sequence[int], stops: Sequence[Sequence[str]], tokenizer: Any,
+                     lead: int = 0, eos_ids: Sequence[int] = (), carried: Sequence[int] | None = None):
     """While inside: `model.generate` ends every row at its own budget or right after its own stop string
-    (`RowLimits`); sampling is the call's own for every row. Construction phases with different budgets
-    and stops (splice's continuations and its `self` fallbacks) share one call this way. Restored on exit."""
+    (`RowLimits`, with these options); sampling is the call's own for every row. Construction phases with
+    different budgets and stops (splice's continuations and its `self` fallbacks) share one call this way.
+    Yields the list of the `RowLimits` each call used. Restored on exit."""
     build_criteria = model._get_stopping_criteria
+    made: list[RowLimits] = []
 
     def get_stopping_criteria(*args, **kwargs):
-        return StoppingCriteriaList([*build_criteria(*args, **kwargs), RowLimits(budgets, stops, tokenizer)])
+        made.append(RowLimits(budgets, stops, tokenizer, lead=lead, eos_ids=eos_ids, carried=carried))
+        return StoppingCriteriaList([*build_criteria(*args, **kwargs), made[-1]])
 
     with _patched(model, {"_get_stopping_criteria": get_stopping_criteria}):
-        yield
+        yield made
 
 
 @contextlib.contextmanager

@@ -325,18 +325,21 @@ class TAPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """The parent's generation; in a deferred run's rollout call, with the riders as extra rows.
 
-        The call runs to the largest budget, each row sampled and ended as its own (`tapo.engine.riders`);
-        the rollouts come back cut to max_completion_length and the riders' completions are kept for
-        `_augment` (cut after their stop string, as `_synthesis_generate` cuts). Unless parameters are
-        sharded, rollouts and riders are prefilled apart (`prefilled_apart`): the rollouts are not padded
-        to the riders' longer prompts.
+        Each row is sampled and ended as its own (`tapo.engine.riders`) and the call ends with the rollouts:
+        riders still writing then go on in a call of their own (`_continue_riders`), since HF generate keeps
+        a finished row in the batch, and the rollout rows would be decoded for nothing at every step a long
+        rider still runs. The rollouts come back cut to max_completion_length and the riders' completions
+        are kept for `_augment` (cut after their stop string, as `_synthesis_generate` cuts). Unless
+        parameters are sharded, rollouts and riders are prefilled apart (`prefilled_apart`): the rollouts
+        are not padded to the riders' longer prompts.
         """
         riders, self._riders = self._riders, None
         if riders is None:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if not riders:
-            self._rider_completions = []
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            out = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            self._rider_completions = self._continue_riders([], [])  # collective: another process may continue
+            return out
         n, mcl = len(prompt_ids), self.max_completion_length
         plans = [self._phase_sampling(x.phase) for x in riders]  # (budget, stop strings) per rider
         budgets = [mcl] * n + [budget for budget, _ in plans]
@@ -349,7 +352,7 @@ class TAPOTrainer(GRPOTrainer):
         apart = not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
         try:
             with rows_sampled_apart(model, n_rollouts=n, rider_sampling=sampling, budgets=budgets, stops=stops,
-                                    tokenizer=self._tokenizer), \
+                                    tokenizer=self._tokenizer, eos_ids=self._call_ends_with_rollouts()) as made, \
                     prefilled_apart(model, n_first=n) if apart else contextlib.nullcontext():
                 completion_ids, logprobs = super()._generate_single_turn(
                     list(prompt_ids) + [list(x.prompt_ids) for x in riders], images, multimodal_fields,
@@ -357,11 +360,50 @@ class TAPOTrainer(GRPOTrainer):
                 )
         finally:
             config.max_new_tokens = saved
+        limits = made[-1]
+        partial = [list(ids[:budget]) for ids, (budget, _) in zip(completion_ids[n:], plans, strict=True)]
+        cut_short = [row - n for row in limits.open_rows]  # riders the rollouts' end stopped, after cut_at tokens
+        for j in cut_short:
+            partial[j] = partial[j][: limits.cut_at]  # HF padded nothing there, but be exact about it
+        more = self._continue_riders([(riders[j], partial[j]) for j in cut_short], [plans[j] for j in cut_short])
+        for j, tail in zip(cut_short, more, strict=True):
+            partial[j] = partial[j] + tail
         self._rider_completions = [
-            cut_after_stop(self._tokenizer, list(ids[:budget]), strings) if strings else list(ids[:budget])
-            for ids, (budget, strings) in zip(completion_ids[n:], plans, strict=True)
+            cut_after_stop(self._tokenizer, ids, strings) if strings else ids
+            for ids, (_, strings) in zip(partial, plans, strict=True)
         ]
         return [list(ids[:mcl]) for ids in completion_ids[:n]], logprobs
+
+    def _call_ends_with_rollouts(self) -> tuple[int, ...]:
+        """The eos ids whose appearance ends a rollout row in HF generate, so that the riding call can end with
+        the rollouts; () (the call runs to the longest rider) where a continuation would not be sampled
+        as one run: a minimum length counts from the call's start."""
+        config = self.generation_config
+        if config.min_new_tokens or config.min_length:
+            return ()
+        eos = config.eos_token_id
+        return tuple([eos] if isinstance(eos, int) else list(eos or ()))
+
+    def _continue_riders(self, started: list, plans: list[tuple[int, tuple[str, ...]]]) -> list[list[int]]:
+        """The rest of each cut-short rider's completion, in one call of their own: prompt = the rider's
+        prompt + what it wrote so far, budget = what is left of its own, same synthesis sampling. Sampling
+        goes on from the same prefix with the same processors, so prefix + rest is distributed as one
+        uninterrupted run; a stop string may straddle the two calls (`RowLimits.carried`). Collective like
+        `_synthesis_generate`: every process joins, padded to the same row count, unless none has any."""
+        most = max(gather_object([len(started)]))
+        if most == 0:
+            return []
+        padding = most - len(started)
+        prompts = [list(x.prompt_ids) + ids for x, ids in started] + [self._dummy_prompt_ids] * padding
+        budgets = [budget - len(ids) for (_, ids), (budget, _) in zip(started, plans, strict=True)] + [1] * padding
+        stops = [strings for _, strings in plans] + [()] * padding
+        carried = [len(ids) for _, ids in started] + [0] * padding
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        with self._synthesis_sampling(max(budgets)), rows_ended_apart(
+            model, budgets=budgets, stops=stops, tokenizer=self._tokenizer, carried=carried
+        ):
+            completion_ids, _ = self._generate_single_turn(prompts, None, {}, 1)
+        return [list(ids[:budget]) for ids, budget in zip(completion_ids, budgets)][: len(started)]
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
