@@ -6,12 +6,14 @@
     .venv/bin/python benchmarks/step_time.py --smoke          # every arm, 2 steps, tiny model: what the suite runs
 
 Protocol: every arm (`--arms`, names from ARMS below) trains `--steps` steps from the config, one arm
-after the other in this process, with the same start model, data, data order and seed. The GRPO arm is
+after the other in this process, with the same start model, data, data order and seed (per round). The GRPO arm is
 TRL's GRPOTrainer (`algorithm: grpo`, the `tapo:` section dropped); a TAPO arm sets `tapo.construction`
 its options (ARMS) over the config's `tapo:` section. `--set` applies to every arm.
 Step 1 (warm-up) is left out of the time means. On a shared, busy machine one pass is noisy: `--rounds N`
 trains every arm N times, in rounds whose order is reversed every other round, and pools the timed steps
-(the JSON keeps each round's total and the 1-minute load average after each run). On a shared CPU,
+(the JSON keeps each round's total and the 1-minute load average after each run). `--vary-seed` gives
+round r the seed + r (every arm of a round shares it): a rollout call lasts as long as its longest
+rollout, which moves with the samples, so rounds on one seed pool timings but not samples. On a shared CPU,
 `OMP_NUM_THREADS=1` keeps torch's threads from waiting on each other when other jobs take a core (on 2
 busy cores, tiny-model step times varied 6x between rounds with 2 threads, about ±25% with 1).
 
@@ -177,8 +179,10 @@ def run_arm(config, run_dir: Path) -> tuple[list[dict], list[dict], float]:
     return rows, records, wall
 
 
-def measure(config_path: str, *, steps: int, overrides: list[str], arms: list[str], rounds: int = 1) -> dict:
-    """Train every arm `rounds` times (in rounds, the order reversed every other round) and sum up."""
+def measure(config_path: str, *, steps: int, overrides: list[str], arms: list[str], rounds: int = 1,
+            vary_seed: bool = False) -> dict:
+    """Train every arm `rounds` times (in rounds, the order reversed every other round) and sum up; with
+    `vary_seed`, round r runs every arm with seed + r (its own data order and samples, shared by the arms)."""
     from tapo.config import load_config
 
     base = load_config(config_path, [*overrides, f"trainer.max_steps={steps}", 'trainer.save_strategy="no"'])
@@ -186,17 +190,20 @@ def measure(config_path: str, *, steps: int, overrides: list[str], arms: list[st
     runs: dict[str, list] = {name: [] for name in configs}
     walls: dict[str, list[float]] = {name: [] for name in configs}
     loads: dict[str, list[float]] = {name: [] for name in configs}
+    seeds = [base.seed + r for r in range(rounds)] if vary_seed else [base.seed] * rounds
     with tempfile.TemporaryDirectory() as scratch:
         for r in range(rounds):
             for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
-                rows, records, wall = run_arm(configs[name], Path(scratch) / f"{name.replace('+', '_')}-{r}")
+                config = replace(configs[name], seed=seeds[r])
+                rows, records, wall = run_arm(config, Path(scratch) / f"{name.replace('+', '_')}-{r}")
                 runs[name].append((rows, records))
                 walls[name].append(wall)
                 loads[name].append(os.getloadavg()[0])
     import torch
 
     results: dict = {"config": config_path, "overrides": overrides, "steps": steps, "rounds": rounds,
-                     "model": base.model.name, "seed": base.seed, "torch_threads": torch.get_num_threads(), "arms": {}}
+                     "model": base.model.name, "seed": base.seed, "seeds": seeds,
+                     "torch_threads": torch.get_num_threads(), "arms": {}}
     for name, config in configs.items():
         strategy = config.tapo.get("construction", "self") if config.algorithm == "tapo" else None
         results["arms"][name] = {"algorithm": config.algorithm, "construction": strategy,
@@ -238,7 +245,8 @@ def table(results: dict) -> str:
         " (step 1, warm-up, left out)"
         + (f" of {results['rounds']} rounds" if results["rounds"] > 1 else "")
         + f"; construction figures over all steps. {results['config']}, model {results['model']}, "
-        f"seed {results['seed']}"
+        + (f"seeds {', '.join(map(str, results['seeds']))}" if len(set(results["seeds"])) > 1
+           else f"seed {results['seed']}")
         + (f", --set {' '.join(results['overrides'])}" if results["overrides"] else "") + "."
     )
     return "\n".join(lines)
@@ -253,6 +261,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="train every arm this many times, in rounds (order reversed every other round); "
                              "means pool every round's timed steps")
+    parser.add_argument("--vary-seed", action="store_true",
+                        help="round r uses seed + r for every arm: the means pool samples as well as timings "
+                             "(a step's rollout time follows its longest rollout, which varies with the samples)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from: {', '.join(ARMS)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", default=None, help="where to write the results")
@@ -262,7 +273,8 @@ def main() -> None:
     if steps < 2:
         parser.error("--steps must be at least 2 (step 1 is warm-up, not timed)")
     arms = [name.strip() for name in args.arms.split(",") if name.strip()]
-    results = measure(args.config, steps=steps, overrides=overrides, arms=arms, rounds=1 if args.smoke else args.rounds)
+    results = measure(args.config, steps=steps, overrides=overrides, arms=arms, rounds=1 if args.smoke else args.rounds,
+                      vary_seed=args.vary_seed)
     results["command"] = shlex.join(["python", "benchmarks/step_time.py", *sys.argv[1:]])
     print(table(results))
     if args.json:
