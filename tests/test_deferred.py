@@ -185,6 +185,9 @@ def test_row_limits_end_the_call_with_its_lead_rows_and_say_which_were_cut_short
     assert limits(torch.tensor([prompt + r[:1] for r in rows]), None).tolist() == [False, False, False, False]
     assert limits(torch.tensor([prompt + r for r in rows]), None).tolist() == [True] * 4
     assert limits.open_rows == [1] and limits.cut_at == 2  # row 2 ended by eos, row 3 by its budget: not open
+    pad = tokenizer.pad_token_id  # synced processes step a finished call on: it stays ended, the cut unmoved
+    assert limits(torch.tensor([prompt + r + [pad] for r in rows]), None).tolist() == [True] * 4
+    assert limits.open_rows == [1] and limits.cut_at == 2
     alone = RowLimits([5, 9], [(), ()], tokenizer, lead=1, eos_ids=[eos])  # while the lead writes, nothing is cut
     assert alone(torch.tensor([prompt + [word]] * 2), None).tolist() == [False, False] and alone.open_rows == []
     with pytest.raises(ValueError, match="eos ids"):

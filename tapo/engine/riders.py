@@ -84,6 +84,8 @@ class RowLimits(StoppingCriteria):
         self.cut_at: int | None = None  # new tokens when it did
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        if self.cut_at is not None:  # the lead ended the call (synced processes may still step it: padding)
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if self.prompt_width is None:
             self.prompt_width = input_ids.shape[1] - 1
         new = input_ids.shape[1] - self.prompt_width
