@@ -77,6 +77,12 @@ def riding_call(tokenizer):
     return prompts, input_ids, attention
 
 
+def rollout_config(tokenizer, budgets) -> GenerationConfig:
+    """The rollouts' sampling generation config of a riding call, run to its largest budget."""
+    return GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+
+
 def assert_every_row_sampled_as_alone(model, tokenizer, prompts, new, seen, config, budgets) -> int:
     """Each row's scores at each of its steps are those of the row alone under its own settings; rows checked."""
     rider_config = GenerationConfig(**{**config.to_dict(), **RIDER})
@@ -97,8 +103,7 @@ def test_rollout_rows_keep_their_distribution_and_riders_get_the_synthesis_setti
     prompts, input_ids, attention = riding_call(tokenizer)
     width = input_ids.shape[1]
     budgets, stops = [6, 6, 10], [(), (), ()]
-    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+    config = rollout_config(tokenizer, budgets)
     seen = record_distributions(monkeypatch)
     torch.manual_seed(0)
     with rows_sampled_apart(model, n_rollouts=2, rider_sampling=RIDER, budgets=budgets, stops=stops,
@@ -123,8 +128,7 @@ def test_rollouts_and_riders_prefilled_apart_decode_as_each_row_alone(policy, mo
     prompts, input_ids, attention = riding_call(tokenizer)
     width = input_ids.shape[1]
     budgets, stops = [6, 6, 10], [(), (), ()]
-    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+    config = rollout_config(tokenizer, budgets)
     seen = record_distributions(monkeypatch)
     shapes = []
     forward = type(model).forward
@@ -216,8 +220,7 @@ def test_a_rider_cut_short_goes_on_from_its_prefix_as_one_run(policy, monkeypatc
     prompts, input_ids, attention = riding_call(tokenizer)
     width = input_ids.shape[1]
     budgets, stops = [3, 3, 12], [(), (), ()]
-    config = GenerationConfig(do_sample=True, max_new_tokens=max(budgets), pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, **ROLLOUT)
+    config = rollout_config(tokenizer, budgets)
     torch.manual_seed(0)
     with rows_sampled_apart(model, n_rollouts=2, rider_sampling=RIDER, budgets=budgets, stops=stops,
                             tokenizer=tokenizer, eos_ids=[tokenizer.eos_token_id]) as made:
@@ -262,6 +265,39 @@ def deferred_trainer(tmp_path, **overrides):
     return make_trainer(tmp_path, **{**settings, **overrides})
 
 
+def record_generate_calls(monkeypatch, trainer) -> list[dict]:
+    """Every HF generate call of the trainer's model: its max_new_tokens, prompt rows without padding, and
+    the new tokens of each row."""
+    from transformers import GenerationMixin
+
+    calls: list[dict] = []
+    real = GenerationMixin.generate
+
+    def recording(model_self, *args, **kwargs):
+        out = real(model_self, *args, **kwargs)
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        calls.append({"max_new_tokens": kwargs["generation_config"].max_new_tokens,
+                      "prompts": [row[m.bool()].tolist() for row, m in zip(ids, mask)],
+                      "new": out[:, ids.shape[1]:].tolist()})
+        return out
+
+    monkeypatch.setattr(type(trainer.model), "generate", recording)
+    return calls
+
+
+def record_returns(monkeypatch, trainer, method: str) -> list:
+    """What each call of the trainer's `method` returned, in order."""
+    returned: list = []
+    original = getattr(type(trainer), method)
+
+    def recording(self, *args, **kwargs):
+        returned.append(original(self, *args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(type(trainer), method, recording)
+    return returned
+
+
 def test_pairs_are_trained_a_step_later_and_the_last_ones_are_dropped_and_counted(tmp_path):
     trainer = deferred_trainer(tmp_path)
     chosen: dict[int, list[str]] = {}
@@ -297,34 +333,18 @@ def test_rollouts_with_riders_are_cut_to_their_budget(tmp_path, monkeypatch):
     """`self` riders (budget max_completion_length + synthesis_extra_tokens) run the step-2 call to their
     budget; every rollout comes back within max_completion_length, and the clipped ratio TRL logs counts
     exactly those cut at it (the riders' own ends are in tests above)."""
-    from transformers import GenerationMixin
-
     mcl, extra = 24, 16
     trainer = deferred_trainer(tmp_path, construction="self", max_steps=2, max_completion_length=mcl,
                                synthesis_extra_tokens=extra)
-    calls = []
-    real = GenerationMixin.generate
-
-    def recording(model_self, *args, **kwargs):
-        out = real(model_self, *args, **kwargs)
-        calls.append((kwargs["generation_config"].max_new_tokens, kwargs["input_ids"].shape[0],
-                      out.shape[1] - kwargs["input_ids"].shape[1]))
-        return out
-
-    monkeypatch.setattr(type(trainer.model), "generate", recording)
-    lengths = []
-    generate = type(trainer)._generate
-
-    def recording_generate(self, prompts):
-        out = generate(self, prompts)
-        lengths.append([(len(ids), ids[-1] in (self.processing_class.eos_token_id, self.pad_token_id)) for ids in out[1]])
-        return out
-
-    monkeypatch.setattr(type(trainer), "_generate", recording_generate)
+    calls = record_generate_calls(monkeypatch, trainer)
+    generated = record_returns(monkeypatch, trainer, "_generate")
     trainer.train()
+    ends = (trainer.processing_class.eos_token_id, trainer.pad_token_id)
+    lengths = [[(len(ids), ids[-1] in ends) for ids in out[1]] for out in generated]
     rollouts = len(lengths[0])
-    assert calls[0][:2] == (mcl, rollouts)  # step 1: rollouts alone
-    assert calls[1][:2][0] == mcl + extra and calls[1][1] > rollouts  # step 2: riders ride in the same call
+    assert (calls[0]["max_new_tokens"], len(calls[0]["prompts"])) == (mcl, rollouts)  # step 1: rollouts alone
+    # step 2: riders ride in the same call
+    assert calls[1]["max_new_tokens"] == mcl + extra and len(calls[1]["prompts"]) > rollouts
     assert all(max(n for n, _ in step) <= mcl for step in lengths)
     clipped = [h["completions/clipped_ratio"] for h in trainer.state.log_history if "completions/clipped_ratio" in h]
     assert clipped[1] == pytest.approx(sum(not ended for _, ended in lengths[1]) / rollouts)
@@ -335,39 +355,20 @@ def test_riders_still_writing_when_the_rollouts_end_go_on_in_a_call_of_their_own
     """`self` riders (budget 24 + 24) in a call whose rollouts end by 24 tokens: the call ends with them, and
     each rider still writing continues from its own prompt + its tokens so far; what the construction gets
     is the two parts joined."""
-    from transformers import GenerationMixin
-
     mcl, extra = 24, 24
     trainer = deferred_trainer(tmp_path, construction="self", max_steps=2, max_completion_length=mcl,
                                synthesis_extra_tokens=extra)
-    calls = []  # (prompt rows without padding, new tokens per row)
-    real = GenerationMixin.generate
-
-    def recording(model_self, *args, **kwargs):
-        out = real(model_self, *args, **kwargs)
-        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        calls.append(([row[m.bool()].tolist() for row, m in zip(ids, mask)], out[:, ids.shape[1]:].tolist()))
-        return out
-
-    monkeypatch.setattr(type(trainer.model), "generate", recording)
-    delivered = []
-    completed = type(trainer)._riders_completed
-
-    def recording_completed(self, items):
-        out = completed(self, items)
-        delivered.append(out)
-        return out
-
-    monkeypatch.setattr(type(trainer), "_riders_completed", recording_completed)
+    calls = record_generate_calls(monkeypatch, trainer)
+    delivered = record_returns(monkeypatch, trainer, "_riders_completed")
     trainer.train()
-    rollouts = len(calls[0][0])  # step 1: the rollouts alone
-    riding_prompts, riding_new = calls[1]
+    rollouts = len(calls[0]["prompts"])  # step 1: the rollouts alone
+    riding_prompts, riding_new = calls[1]["prompts"], calls[1]["new"]
     assert len(riding_prompts) > rollouts and len(riding_new[0]) <= mcl  # the call ended with its rollouts
     riders = list(range(rollouts, len(riding_prompts)))
     pad, eos = trainer.pad_token_id, trainer.processing_class.eos_token_id
     open_riders = [r for r in riders if eos not in riding_new[r] and pad not in riding_new[r]]
     assert open_riders, "no rider was still writing: the test needs one"
-    rest_prompts, rest_new = calls[2]
+    rest_prompts, rest_new = calls[2]["prompts"], calls[2]["new"]
     assert len(rest_prompts) == len(open_riders)
     got = [c for c in delivered[0] if c is not None]
     for k, r in enumerate(open_riders):

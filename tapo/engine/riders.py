@@ -77,7 +77,7 @@ class RowLimits(StoppingCriteria):
         if lead and not eos_ids:
             raise ValueError("RowLimits with a lead needs the eos ids (to see the lead rows end)")
         self.budgets, self.stops, self.tokenizer, self.window = list(budgets), [tuple(s) for s in stops], tokenizer, window
-        self.lead, self.eos_ids = lead, list(eos_ids)
+        self.lead, self.eos_ids = lead, torch.tensor(list(eos_ids), dtype=torch.long)
         self.carried = list(carried) if carried is not None else [0] * len(budgets)
         self.prompt_width: int | None = None
         self.open_rows: list[int] = []  # rows the lead's end cut short
@@ -90,8 +90,8 @@ class RowLimits(StoppingCriteria):
             self.prompt_width = input_ids.shape[1] - 1
         new = input_ids.shape[1] - self.prompt_width
         done = [new >= budget for budget in self.budgets]
-        if self.eos_ids:
-            ended = torch.isin(input_ids[:, self.prompt_width :], torch.tensor(self.eos_ids, device=input_ids.device))
+        if self.eos_ids.numel():
+            ended = torch.isin(input_ids[:, self.prompt_width :], self.eos_ids.to(input_ids.device))
             done = [d or e for d, e in zip(done, ended.any(dim=-1).tolist())]
         for row, strings in enumerate(self.stops):
             if strings and not done[row]:

@@ -388,22 +388,13 @@ class TAPOTrainer(GRPOTrainer):
         """The rest of each cut-short rider's completion, in one call of their own: prompt = the rider's
         prompt + what it wrote so far, budget = what is left of its own, same synthesis sampling. Sampling
         goes on from the same prefix with the same processors, so prefix + rest is distributed as one
-        uninterrupted run; a stop string may straddle the two calls (`RowLimits.carried`). Collective like
-        `_synthesis_generate`: every process joins, padded to the same row count, unless none has any."""
-        most = max(gather_object([len(started)]))
-        if most == 0:
-            return []
-        padding = most - len(started)
-        prompts = [list(x.prompt_ids) + ids for x, ids in started] + [self._dummy_prompt_ids] * padding
-        budgets = [budget - len(ids) for (_, ids), (budget, _) in zip(started, plans, strict=True)] + [1] * padding
-        stops = [strings for _, strings in plans] + [()] * padding
-        carried = [len(ids) for _, ids in started] + [0] * padding
-        model = self.accelerator.unwrap_model(self.model_wrapped)
-        with self._synthesis_sampling(max(budgets)), rows_ended_apart(
-            model, budgets=budgets, stops=stops, tokenizer=self._tokenizer, carried=carried
-        ):
-            completion_ids, _ = self._generate_single_turn(prompts, None, {}, 1)
-        return [list(ids[:budget]) for ids, budget in zip(completion_ids, budgets)][: len(started)]
+        uninterrupted run; a stop string may straddle the two calls (`RowLimits.carried`). Collective
+        (`_generate_rows_apart`): every process joins, unless none has a rider to continue."""
+        return self._generate_rows_apart(
+            [list(x.prompt_ids) + ids for x, ids in started],
+            budgets=[budget - len(ids) for (_, ids), (budget, _) in zip(started, plans, strict=True)],
+            stops=[strings for _, strings in plans], carried=[len(ids) for _, ids in started],
+        )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -855,23 +846,35 @@ class TAPOTrainer(GRPOTrainer):
             return run_pending(self._synthesis_generate, items, phases=phases)
         waiting = [i for i, x in enumerate(items) if isinstance(x, PendingConstruction)]
         plans = [self._phase_sampling(items[i].phase) for i in waiting]  # (budget, stop strings) per row
-        most = max(gather_object([len(waiting)]))
-        if most == 0:
-            return [None] * len(items)
-        padding = most - len(waiting)
-        prompts = [list(items[i].prompt_ids) for i in waiting] + [self._dummy_prompt_ids] * padding
-        budgets = [budget for budget, _ in plans] + [1] * padding  # a dummy row ends at once
-        stops = [strings for _, strings in plans] + [()] * padding
         longest = max(self._phase_sampling(phase)[0] for phase in phases)  # the same call on every process
-        with self._synthesis_sampling(longest), rows_ended_apart(
-            self.accelerator.unwrap_model(self.model_wrapped), budgets=budgets, stops=stops, tokenizer=self._tokenizer
-        ):
-            completion_ids, _ = self._generate_single_turn(prompts, None, {}, 1)
+        got = self._generate_rows_apart([list(items[i].prompt_ids) for i in waiting],
+                                        budgets=[budget for budget, _ in plans],
+                                        stops=[strings for _, strings in plans], max_tokens=longest)
         completions: list[list[int] | None] = [None] * len(items)
-        for i, ids, (budget, strings) in zip(waiting, completion_ids, plans):
-            ids = list(ids[:budget])  # HF pads a row that ended early; RowLimits ended it at its budget
+        for i, ids, (_, strings) in zip(waiting, got, plans):
             completions[i] = cut_after_stop(self._tokenizer, ids, strings) if strings else ids
         return completions
+
+    def _generate_rows_apart(self, prompts: list[list[int]], *, budgets: list[int], stops: list[tuple[str, ...]],
+                             max_tokens: int | None = None, carried: list[int] | None = None) -> list[list[int]]:
+        """One HF call, synthesis sampling, each row ended at its own budget or right after its stop string
+        (`rows_ended_apart`, `carried` as there); each completion cut back to its budget (HF pads a row
+        that ended early). `max_tokens` is the call's budget (default: the largest row budget here).
+        Collective like `_synthesis_generate`: every process calls, padded with dummy rows of one token to
+        the largest row count, unless no process has a row ([] then)."""
+        most = max(gather_object([len(prompts)]))
+        if most == 0:
+            return []
+        padding = most - len(prompts)
+        budgets = list(budgets) + [1] * padding  # a dummy row ends at once
+        with self._synthesis_sampling(max_tokens or max(budgets)), rows_ended_apart(
+            self.accelerator.unwrap_model(self.model_wrapped), budgets=budgets,
+            stops=list(stops) + [()] * padding, tokenizer=self._tokenizer,
+            carried=None if carried is None else list(carried) + [0] * padding,
+        ):
+            completion_ids, _ = self._generate_single_turn(
+                list(prompts) + [self._dummy_prompt_ids] * padding, None, {}, 1)
+        return [list(ids[:budget]) for ids, budget in zip(completion_ids[: len(prompts)], budgets)]
 
     def _phase_sampling(self, phase: str) -> tuple[int, tuple[str, ...]]:
         """(token budget, stop strings) of a construction phase (DESIGN section 2, synthesis sampling)."""
