@@ -118,6 +118,7 @@ RANGES: dict[str, Check] = {
     "tapo.update_buckets": at_least(1, " (forward passes of the update, rows grouped by length)"),
     "tapo.splice_surprise_threshold": above(0, " (nats of surprise that mark y-'s first mistake)"),
     "tapo.synthesis_template": not_empty,
+    "tapo.splice_locate_template": not_empty,
     "tapo.max_construction_tokens": at_least(1),
     # SDPO (TRL's SDPOConfig, whose __post_init__ checks distillation_weight and distillation_alpha only)
     "sdpo.distillation_weight": lambda v: None if 0 <= v <= 1 else f"must be in [0, 1] (1: pure self-distillation, "

@@ -3,7 +3,7 @@
 Stages, in order, each announced with one line, skipped when its output exists, and continued when
 an earlier run was interrupted in it (DIR is the demo's `output_dir`, `runs/demo` by default):
 
-  cold start data   build the SFT data (trajectory, synthesis, plain)   DIR/coldstart/data.jsonl
+  cold start data   build the SFT data (trajectory, synthesis, plain, locate)   DIR/coldstart/data.jsonl
   cold start SFT    fine-tune the base model on it (checkpoints)        DIR/coldstart/model/
   eval cold start   held-out Pass@k of the cold-started model (chunks)  DIR/eval-coldstart/result.json
   TAPO              TAPO from the cold-started model (checkpoints)      DIR/tapo/model/
@@ -170,11 +170,11 @@ def load_demo(path: str | Path, overrides: Sequence[str] = ()) -> DemoPlan:
             f"{demo.train}: data.source must be builtin:arithmetic for the demo (it evaluates on the task's "
             f"held-out split), got {train.data.source!r}"
         )
-    template = train.tapo.get("synthesis_template")
-    if template:
-        from tapo.validate import check_template
+    from tapo.validate import check_template
 
-        check_template(template, where=demo.train)
+    for name in ("synthesis_template", "splice_locate_template"):
+        if train.tapo.get(name):
+            check_template(train.tapo[name], where=demo.train, key=f"tapo.{name}")
     return DemoPlan(demo=demo, coldstart=coldstart, train=train, where=where)
 
 

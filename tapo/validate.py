@@ -150,17 +150,19 @@ def check_output_dir(path: str, *, where: str, note: str = "") -> None:
         raise ConfigError(f"{where}: output_dir: {path} cannot be made: {existing} is not writable{note}")
 
 
-def check_template(path: str, *, where: str, note: str = "") -> None:
-    """`tapo.synthesis_template` exists and uses exactly the `self` template's placeholders."""
-    from tapo.core.synthesis import build_self_prompt
+def check_template(path: str, *, where: str, note: str = "", key: str = "tapo.synthesis_template") -> None:
+    """A template file (`key`: tapo.synthesis_template or tapo.splice_locate_template) exists and uses exactly
+    its prompt's placeholders ($question, $negative, $positive)."""
+    from tapo.core.synthesis import build_locate_prompt, build_self_prompt
 
+    build = build_locate_prompt if key.endswith("locate_template") else build_self_prompt
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ConfigError(f"{where}: tapo.synthesis_template: file not found: {path}{note}")
+        raise ConfigError(f"{where}: {key}: file not found: {path}{note}")
     try:
-        build_self_prompt(question="q", negative="n", positive="p", template=file.read_text())
+        build(question="q", negative="n", positive="p", template=file.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{where}: tapo.synthesis_template: {path}: {error}{note}") from error
+        raise ConfigError(f"{where}: {key}: {path}: {error}{note}") from error
 
 
 def _file_problems(
@@ -174,9 +176,11 @@ def _file_problems(
         "model": lambda: describe_model(config.model.name, where=where, planned=planned, note=note("model.name")),
         "data": lambda: describe_data(config.data, where=where, planned=planned, note=note("data.source")),
     }
-    template = config.tapo.get("synthesis_template") if config.algorithm == "tapo" else None
-    if template:
-        checks["template"] = lambda: check_template(template, where=where, note=note("tapo.synthesis_template"))
+    for name in ("synthesis_template", "splice_locate_template"):
+        template = config.tapo.get(name) if config.algorithm == "tapo" else None
+        if template:
+            key = f"tapo.{name}"
+            checks[name] = functools.partial(check_template, template, where=where, note=note(key), key=key)
     for name, check in checks.items():
         try:
             lines[name] = check()

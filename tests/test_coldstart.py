@@ -86,11 +86,12 @@ def test_choose_pair_sources_and_eligibility():
 
 
 def test_mix_counts_follow_the_ratio():
-    assert mix_counts(12, {"trajectory": 2, "synthesis": 1}) == {"trajectory": 12, "synthesis": 6, "plain": 0}
-    assert mix_counts(12, {"trajectory": 1, "synthesis": 1}) == {"trajectory": 12, "synthesis": 12, "plain": 0}
-    assert mix_counts(12, {"synthesis": 1}) == {"trajectory": 0, "synthesis": 12, "plain": 0}
-    assert mix_counts(0, {"trajectory": 2, "synthesis": 1}) == {"trajectory": 0, "synthesis": 0, "plain": 0}
-    assert mix_counts(12, {"trajectory": 2, "plain": 1}) == {"trajectory": 12, "synthesis": 0, "plain": 6}
+    assert mix_counts(12, {"trajectory": 2, "synthesis": 1}) == {"trajectory": 12, "synthesis": 6, "plain": 0, "locate": 0}
+    assert mix_counts(12, {"trajectory": 1, "synthesis": 1}) == {"trajectory": 12, "synthesis": 12, "plain": 0, "locate": 0}
+    assert mix_counts(12, {"synthesis": 1}) == {"trajectory": 0, "synthesis": 12, "plain": 0, "locate": 0}
+    assert mix_counts(0, {"trajectory": 2, "synthesis": 1}) == {"trajectory": 0, "synthesis": 0, "plain": 0, "locate": 0}
+    assert mix_counts(12, {"trajectory": 2, "plain": 1}) == {"trajectory": 12, "synthesis": 0, "plain": 6, "locate": 0}
+    assert mix_counts(12, {"trajectory": 1, "locate": 1}) == {"trajectory": 12, "synthesis": 0, "plain": 0, "locate": 12}
 
 
 def test_config_errors_name_the_key():
@@ -155,14 +156,14 @@ def test_build_without_sampling_uses_synthetic_negatives(tmp_path):
                             "mix": {"trajectory": 1, "synthesis": 1}})
     stats = build_coldstart(config, output=tmp_path / "d.jsonl")
     assert stats["eligible"] == stats["kept"] == 12 and stats["negative_source"] == {"synthetic": 12}
-    assert stats["examples"] == {"trajectory": 12, "synthesis": 12, "plain": 0}
+    assert stats["examples"] == {"trajectory": 12, "synthesis": 12, "plain": 0, "locate": 0}
 
 
 def test_plain_examples_are_the_right_answer_without_reflection(tmp_path):
     config = _config(build={"samples": 0, "synthetic_negative": "always", "positive_source": "reference",
                             "mix": {"trajectory": 2, "plain": 1}})
     stats = build_coldstart(config, output=tmp_path / "d.jsonl")
-    assert stats["examples"] == {"trajectory": 12, "synthesis": 0, "plain": 6}
+    assert stats["examples"] == {"trajectory": 12, "synthesis": 0, "plain": 6, "locate": 0}
     plain = [r for r in _rows(tmp_path / "d.jsonl") if r["kind"] == "plain"]
     trajectories = {r["query_id"]: r for r in _rows(tmp_path / "d.jsonl") if r["kind"] == "trajectory"}
     for row in plain:
@@ -171,8 +172,38 @@ def test_plain_examples_are_the_right_answer_without_reflection(tmp_path):
         assert row["prompt"] == trajectories[row["query_id"]]["prompt"]  # the ordinary training prompt
 
 
+def test_locate_examples_quote_y_minus_first_wrong_step_where_splice_cuts(tmp_path):
+    """A locate example teaches splice's `ask` answer: its quote is y-'s first wrong step as the task
+    diagnoses it, and the trainer's `find_quote_end` ends the cut exactly where that step ends."""
+    from tapo.core.synthesis import find_quote_end, parse_locate
+    from tapo.data.arithmetic import diagnose_steps, parse_question
+
+    (tmp_path / "locate.txt").write_text("L: $question | $negative | $positive")
+    config = _config(build={"samples": 0, "synthetic_negative": "always", "positive_source": "reference",
+                            "mix": {"trajectory": 1, "locate": 1}, "locate_template": str(tmp_path / "locate.txt")})
+    stats = build_coldstart(config, output=tmp_path / "d.jsonl")
+    rows = [r for r in _rows(tmp_path / "d.jsonl") if r["kind"] == "locate"]
+    assert stats["examples"]["locate"] == len(rows) == 12 - stats["locate_without_quote"] > 0
+    for row in rows:
+        [prompt] = row["prompt"]
+        question = prompt["content"].removeprefix("L: ").split(" | ")[0]
+        assert prompt == {"role": "user", "content": f"L: {question} | {row['negative']} | {row['positive']}"}
+        quote, analysis = parse_locate(row["completion"][0]["content"])
+        step = diagnose_steps(parse_question(question), row["negative"]).step
+        assert quote == row["quote"] == row["negative"][step.span[0]:step.span[1]].strip()
+        assert find_quote_end(quote, row["negative"]) == step.span[0] + len(quote)
+        assert analysis.startswith("The first critical mistake is in step 1")
+
+
+def test_locate_examples_need_aligned_constructions_and_a_template_that_exists(tmp_path):
+    with pytest.raises(ConfigError, match=r"build.mix.locate needs construction: aligned"):
+        _config(build={"construction": "self", "mix": {"trajectory": 1, "locate": 1}})
+    with pytest.raises(ConfigError, match=r"build.locate_template: file not found: nowhere.txt"):
+        _config(build={"locate_template": "nowhere.txt"})
+
+
 def test_mix_with_an_unknown_kind_is_an_error():
-    with pytest.raises(ConfigError, match=r"build.mix must map trajectory, synthesis and/or plain"):
+    with pytest.raises(ConfigError, match=r"build.mix must map trajectory, synthesis, plain and/or locate"):
         _config(build={"mix": {"trajectory": 1, "plan": 1}})
 
 

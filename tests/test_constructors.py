@@ -485,6 +485,19 @@ def test_make_constructor_custom_self_template_reaches_the_prompt(tok):
     assert generate.prompt_text(0, 0) == "<|im_start|>user\nQ=q1 N=n1 P=p1<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_make_constructor_custom_locate_template_reaches_the_locate_prompt(tok):
+    generate = ScriptedGenerate(tok, ["no tags here"])  # unparsed, and with fallback drop there is no other call
+    template = "L=$question N=$negative P=$positive"
+    constructor = make_constructor("splice", tokenizer=tok, generate=generate, splice_fallback="drop",
+                                   locate_template=template)
+    [result] = constructor.construct([request(tok, negative="n1", positive="p1", question="q1")])
+    assert generate.prompt_text(0, 0) == "<|im_start|>user\nL=q1 N=n1 P=p1<|im_end|>\n<|im_start|>assistant\n"
+    assert result.reason == "unparsed"
+    with pytest.raises(ValueError, match=r"locate template lacks the placeholder\(s\) \$positive"):
+        make_constructor("splice", tokenizer=tok, generate=ScriptedGenerate(tok, ["x"]), splice_fallback="drop",
+                         locate_template="$question $negative").construct([request(tok)])
+
+
 def test_make_constructor_rejects_bad_options(tok):
     with pytest.raises(ValueError, match=r"unknown construction strategy 'teacher'; choose from self, splice, aligned"):
         make_constructor("teacher", tokenizer=tok)

@@ -80,6 +80,18 @@ def test_synthesis_template_with_wrong_placeholders_is_an_error(here, text, expe
     assert expected in message
 
 
+def test_splice_locate_template_is_checked_like_the_synthesis_template(here):
+    message = dry_run_error(recipe(here), ["tapo.splice_locate_template=prompts/locate.txt"])
+    assert "tapo.splice_locate_template: file not found: prompts/locate.txt" in message
+    (here / "locate.txt").write_text("Find it: $question $negative")
+    path = recipe(here, tapo={"splice_locate_template": "locate.txt"})
+    message = dry_run_error(path)
+    assert f"{path}: tapo.splice_locate_template: locate.txt: locate template" in message
+    assert "lacks the placeholder(s) $positive" in message
+    (here / "locate.txt").write_text("Find it: $question $negative $positive")
+    assert dry_run(recipe(here, tapo={"splice_locate_template": "locate.txt"}))[0].startswith("config OK")
+
+
 def test_a_good_synthesis_template_passes(here):
     (here / "template.txt").write_text("Q: $question\nWrong: $negative\nRight: $positive\nCosts $$1.")
     assert dry_run(recipe(here, tapo={"synthesis_template": "template.txt"}))[0].startswith("config OK")

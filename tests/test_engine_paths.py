@@ -200,3 +200,25 @@ def test_synthesis_prompts_use_the_rollouts_chat_template_arguments(tmp_path):
     opened = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
     for prompt in rollouts + synthesis:
         assert trainer.processing_class.decode(prompt, skip_special_tokens=False).endswith(opened)
+
+
+def test_splice_locate_template_file_is_the_locate_prompt(tmp_path):
+    """tapo.splice_locate_template replaces the built-in LOCATE_TEMPLATE in the trainer's locate call (read from
+    the prompts the parent's generation receives), as tapo.synthesis_template replaces the `self` one."""
+    template = tmp_path / "locate.txt"
+    template.write_text("LOCATE-MARK q=$question n=$negative p=$positive")
+    trainer = make_trainer(tmp_path, construction="splice", splice_fallback="drop", splice_locate_tokens=4,
+                           splice_locate_template=str(template))
+    seen: list[tuple[int, list[list[int]]]] = []
+    generate = trainer._generate_single_turn
+
+    def recording(prompt_ids, *args, **kwargs):  # instrumentation: the parent's generation runs unchanged
+        seen.append((args[2] if len(args) > 2 else kwargs.get("num_generations"), [list(p) for p in prompt_ids]))
+        return generate(prompt_ids, *args, **kwargs)
+
+    trainer._generate_single_turn = recording
+    augmented_batch(trainer)
+    texts = [trainer.processing_class.decode(p) for n, prompts in seen if n == 1 for p in prompts]
+    located = [t for t in texts if "LOCATE-MARK q=" in t]
+    assert located, f"no locate prompt used the template file; synthesis prompts: {texts[:2]}"
+    assert all(" n=" in t and " p=" in t and "Find the FIRST critical mistake" not in t for t in located)

@@ -8,7 +8,11 @@ write two kinds of SFT examples in TRL's conversational prompt-completion form:
 - *trajectory* ("SFT-format"): the ordinary training prompt -> the constructed trajectory;
 - *synthesis* ("IFT-format"): the `self` synthesis prompt (exactly what the trainer sends) ->
   `<analysis>...</analysis>\n<reconstruction>...</reconstruction>`, which `parse_synthesis` reads
-  back to the same (analysis, reconstruction) (checked for every example).
+  back to the same (analysis, reconstruction) (checked for every example);
+- *locate* (beyond the paper, `mix: {locate: w}`, aligned constructions): splice's `ask` locate
+  prompt -> `<quote>y-'s first wrong step</quote>\n<analysis>...</analysis>`, which `parse_locate`
+  reads back and whose quote `find_quote_end` finds in y- (checked for every example);
+- *plain*: the ordinary prompt -> y+ with no reflection.
 
 Pairing (the `build` section): the paper pairs a wrong sample with one of the policy's own right
 samples (`positive_source: policy`). A cold start is supervised data, so for the built-in
@@ -35,7 +39,15 @@ from pathlib import Path
 from tapo.coldstart.config import MIX_KINDS, BuildSection, ColdStartConfig
 from tapo.config import save_config
 from tapo.core.selection import select_pairs, split_group
-from tapo.core.synthesis import SELF_TEMPLATE, build_self_prompt, parse_synthesis
+from tapo.core.synthesis import (
+    LOCATE_TEMPLATE,
+    SELF_TEMPLATE,
+    build_locate_prompt,
+    build_self_prompt,
+    find_quote_end,
+    parse_locate,
+    parse_synthesis,
+)
 from tapo.core.types import ConstructedTrajectory, ConstructionPair, ConstructionRequest
 from tapo.data.datasets import read_text
 
@@ -114,14 +126,14 @@ def choose_pair(
 
 
 def mix_counts(kept: int, mix: dict) -> dict[str, int]:
-    """Examples per kind (trajectory, synthesis, plain) from `kept` constructions in the ratio `mix`.
+    """Examples per kind (trajectory, synthesis, plain, locate) from `kept` constructions in the ratio `mix`.
 
     The largest weight uses every construction; the others are scaled down (rounded).
 
     >>> mix_counts(10, {"trajectory": 2, "synthesis": 1})
-    {'trajectory': 10, 'synthesis': 5, 'plain': 0}
-    >>> mix_counts(10, {"trajectory": 2, "synthesis": 1, "plain": 2})
-    {'trajectory': 10, 'synthesis': 5, 'plain': 10}
+    {'trajectory': 10, 'synthesis': 5, 'plain': 0, 'locate': 0}
+    >>> mix_counts(10, {"trajectory": 2, "synthesis": 1, "plain": 2, "locate": 1})
+    {'trajectory': 10, 'synthesis': 5, 'plain': 10, 'locate': 5}
     """
     weights = {kind: float(mix.get(kind, 0)) for kind in KINDS}
     scale = kept / max(weights.values())
@@ -291,6 +303,59 @@ def synthesis_example(
     }
 
 
+def locate_target(request: ConstructionRequest, trajectory: ConstructedTrajectory) -> tuple[str, str] | None:
+    """(quote, analysis) a locate example teaches: y-'s first wrong step line and the reviewer's diagnosis.
+
+    Only an `aligned` construction knows its wrong step (`extra["wrong_step"]`, a position in
+    `parse_steps(y-)`); None for other strategies and for a mistake that is no written step
+    (an unfinished solution).
+
+    >>> from tapo.core.types import ConstructionPair
+    >>> negative = "Step 1: 8 - 4 = 4\\nThe answer is \\\\boxed{4}."
+    >>> r = ConstructionRequest(pair=ConstructionPair("q", -1, -1), question="Start with 6. Subtract 4.",
+    ...     negative_text=negative, negative_ids=(), positive_text="", answer="2")
+    >>> t = ConstructedTrajectory(ConstructionPair("q", -1, -1), "aligned", "", (),
+    ...     "Wait, let me double-check step 1: it should start from 6, not 8.", 0, 0, 0,
+    ...     extra={"kind": "carry", "wrong_step": 0})
+    >>> locate_target(r, t)
+    ('Step 1: 8 - 4 = 4', 'The first critical mistake is in step 1, a miscopied running value: it should start from 6, not 8.')
+    """
+    from tapo.data.arithmetic import parse_steps
+
+    if trajectory.strategy != "aligned" or trajectory.extra.get("kind") == "missing":
+        return None
+    steps = parse_steps(request.negative_text)
+    index = trajectory.extra.get("wrong_step")
+    if not isinstance(index, int) or not 0 <= index < len(steps):
+        return None
+    start, end = steps[index].span
+    return request.negative_text[start:end].strip(), synthesis_analysis(trajectory)
+
+
+def locate_example(
+    request: ConstructionRequest, trajectory: ConstructedTrajectory, provenance: dict, *, template: str
+) -> dict | None:
+    """Locate prompt -> <quote>...</quote> + <analysis>...</analysis>; None when there is no quote to teach,
+    or the target would not parse back to it, or the quote would not be found in y- (`find_quote_end`)."""
+    target = locate_target(request, trajectory)
+    if target is None:
+        return None
+    quote, analysis = target
+    text = f"<quote>{quote}</quote>\n<analysis>{analysis}</analysis>"
+    if parse_locate(text) != (quote, analysis.strip()) or find_quote_end(quote, request.negative_text) is None:
+        return None
+    prompt = build_locate_prompt(
+        question=request.question, negative=request.negative_text, positive=request.positive_text, template=template
+    )
+    return {
+        "kind": "locate",
+        "prompt": [{"role": "user", "content": prompt}],
+        "completion": [{"role": "assistant", "content": text}],
+        "quote": quote,
+        **provenance,
+    }
+
+
 def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output: Path, template: str):
     """The configured constructor; `self` / `splice` generate with the base model through `sampler`."""
     from tapo.core.constructors import make_constructor
@@ -315,6 +380,7 @@ def make_constructor_for(config: ColdStartConfig, *, sampler, tokenizer, output:
         generate = generate_fn(sampler, settings=settings, seed=config.seed, batch_size=build.batch_size)
     return make_constructor(
         build.construction, tokenizer=tokenizer, generate=generate, self_template=template,
+        locate_template=read_text(build.locate_template) if build.locate_template else None,
         max_reflection_chars=build.max_reflection_chars,
     )
 
@@ -350,6 +416,7 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
     output.parent.mkdir(parents=True, exist_ok=True)
     save_config(config, output.with_suffix(".config.yaml"))
     template = read_text(build.self_template) if build.self_template else SELF_TEMPLATE  # UTF-8, BOM or not
+    locate_template = read_text(build.locate_template) if build.locate_template else LOCATE_TEMPLATE
     needs_model = build.samples > 0 or build.construction in ("self", "splice")
     sampler = make_sampler(config.model.name, backend=build.backend, dtype=config.model.dtype, seed=config.seed) \
         if needs_model else None
@@ -385,7 +452,7 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
     counts = mix_counts(len(kept), build.mix)
     mix_rng = random.Random(f"tapo/coldstart/mix/seed={config.seed}")
     chosen_by_kind = {kind: sorted(mix_rng.sample(range(len(kept)), counts[kind])) for kind in KINDS}
-    rows, not_roundtrip = [], 0
+    rows, not_roundtrip, no_quote = [], 0, 0
     for kind, chosen in chosen_by_kind.items():
         for j in chosen:
             i, trajectory = kept[j]
@@ -399,6 +466,12 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
                 rows.append(trajectory_example(by_id[request.pair.query_id], trajectory, provenance))
             elif kind == "plain":
                 rows.append(plain_example(by_id[request.pair.query_id], request.positive_text, provenance))
+            elif kind == "locate":
+                example = locate_example(request, trajectory, provenance, template=locate_template)
+                if example is None:
+                    no_quote += 1
+                else:
+                    rows.append(example)
             else:
                 example = synthesis_example(request, trajectory, provenance, template=template)
                 if example is None:
@@ -426,6 +499,7 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
         "kept": len(kept),
         "examples": {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS},
         "synthesis_not_roundtrip": not_roundtrip,
+        "locate_without_quote": no_quote,
         "seconds": {"sampling": round(sampled_at - started, 2), "construction": round(constructed_at - sampled_at, 2),
                     "total": round(time.perf_counter() - started, 2)},
     }

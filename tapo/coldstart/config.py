@@ -36,7 +36,7 @@ from tapo.sampling.backends import BACKENDS
 CONSTRUCTIONS = ("aligned", "self", "splice", "teacher")
 POSITIVE_SOURCES = ("policy", "reference", "either")
 SYNTHETIC_NEGATIVE = ("never", "unparsable", "always")
-MIX_KINDS = ("trajectory", "synthesis", "plain")  # the kinds of cold-start SFT example (build.mix keys)
+MIX_KINDS = ("trajectory", "synthesis", "plain", "locate")  # the kinds of cold-start SFT example (build.mix keys)
 # The paper's cold start (DESIGN section 1): lr 5e-6, 50 warm-up steps, cosine decay, 3 epochs.
 SFT_DEFAULTS = {
     "learning_rate": 5e-6,
@@ -82,15 +82,18 @@ class BuildSection(SamplingSection):
     # When y- is a corrupted reference solution (builtin:arithmetic only): never; unparsable (the
     # model's wrong sample has no checkable step); always (no sampling needed at all).
     synthetic_negative: str = "never"
-    # trajectory : synthesis : plain examples (the paper: 2 : 1, no plain). The largest weight uses
-    # every kept construction; the others are drawn from the same constructions. A plain example is
-    # the pair's y+ alone (no reflection), so the model also learns to answer without reflecting.
+    # trajectory : synthesis : plain : locate examples (the paper: 2 : 1, no plain or locate). The largest
+    # weight uses every kept construction; the others are drawn from the same constructions. A plain example
+    # is the pair's y+ alone (no reflection), so the model also learns to answer without reflecting. A locate
+    # example is splice's `ask` locate prompt -> <quote>y-'s first wrong step</quote><analysis>...</analysis>,
+    # for runs that train with construction: splice (aligned constructions only: their wrong step is known).
     mix: dict = field(default_factory=lambda: {"trajectory": 2, "synthesis": 1})
     synthesis_temperature: float = 0.7  # self / splice: the model writes the construction
     synthesis_top_p: float = 0.95
     synthesis_max_new_tokens: int = 1536
     max_reflection_chars: int | None = None
     self_template: str | None = None  # path of a custom synthesis template ($question, $negative, $positive)
+    locate_template: str | None = None  # path of a custom splice locate template (the same placeholders)
 
 
 @dataclass
@@ -182,7 +185,7 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
                 )
     mix = build.mix
     if not isinstance(mix, dict) or set(mix) - set(MIX_KINDS):
-        raise ConfigError(f"{where}: build.mix must map trajectory, synthesis and/or plain to weights, got {mix!r}")
+        raise ConfigError(f"{where}: build.mix must map trajectory, synthesis, plain and/or locate to weights, got {mix!r}")
     weights = [mix.get(kind, 0) for kind in MIX_KINDS]
     if any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) == 0:
         raise ConfigError(f"{where}: build.mix weights must be non-negative numbers, not all 0, got {mix!r}")
@@ -193,8 +196,14 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
     for key in ("n_pos", "n_neg"):
         if not isinstance(getattr(build, key), int) or getattr(build, key) < (1 if key == "n_pos" else 0):
             raise ConfigError(f"{where}: build.{key} must be an integer >= {1 if key == 'n_pos' else 0}")
-    if build.self_template is not None and not Path(build.self_template).is_file():
-        raise ConfigError(f"{where}: build.self_template: file not found: {build.self_template}")
+    for key in ("self_template", "locate_template"):
+        if getattr(build, key) is not None and not Path(getattr(build, key)).is_file():
+            raise ConfigError(f"{where}: build.{key}: file not found: {getattr(build, key)}")
+    if mix.get("locate", 0) and build.construction != "aligned":
+        raise ConfigError(
+            f"{where}: build.mix.locate needs construction: aligned (a locate example quotes y-'s known first wrong "
+            f"step), got {build.construction!r}"
+        )
     if build.construction == "teacher" and (not teacher.base_url or not teacher.model):
         raise ConfigError(f"{where}: construction: teacher needs teacher.base_url and teacher.model")
 

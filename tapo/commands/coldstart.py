@@ -63,7 +63,7 @@ def _print_build(stats: dict) -> None:
     print(
         f"queries {stats['queries']}, eligible {stats['eligible']}, constructed {stats['constructed']}, "
         f"kept {stats['kept']} -> {examples['trajectory']} trajectory + {examples['synthesis']} synthesis + "
-        f"{examples['plain']} plain examples"
+        f"{examples['plain']} plain" + (f" + {examples['locate']} locate" if examples.get("locate") else "") + " examples"
     )
     if stats["failed"]:
         print(f"failed constructions: {json.dumps(stats['failed'])}")

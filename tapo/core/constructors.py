@@ -60,6 +60,7 @@ from tapo.core.locate import (
 )
 from tapo.core.synthesis import (
     LOCATE_STOP,
+    LOCATE_TEMPLATE,
     REFLECTION_OPENER,
     SELF_STOP,
     SELF_TEMPLATE,
@@ -431,6 +432,7 @@ class SpliceConstructor:
     generate: GenerateFn
     fallback: str = "self"
     self_template: str = SELF_TEMPLATE
+    locate_template: str = LOCATE_TEMPLATE  # the "ask" locate prompt ($question, $negative, $positive)
     opener: str = REFLECTION_OPENER
     max_reflection_chars: int | None = None
     eos_token_ids: Sequence[int] = ()
@@ -593,7 +595,8 @@ class SpliceConstructor:
             prompts = [
                 chat_prompt_ids(
                     self.tokenizer,
-                    build_locate_prompt(question=r.question, negative=r.negative_text, positive=r.positive_text),
+                    build_locate_prompt(question=r.question, negative=r.negative_text, positive=r.positive_text,
+                                        template=self.locate_template),
                     self.chat_template_kwargs,
                 )
                 for r in requests
@@ -718,6 +721,7 @@ def make_constructor(
     tokenizer: Any,
     generate: GenerateFn | None = None,
     self_template: str | None = None,
+    locate_template: str | None = None,
     splice_fallback: str = "self",
     max_reflection_chars: int | None = None,
     eos_token_ids: Sequence[int] = (),
@@ -731,7 +735,8 @@ def make_constructor(
     """The constructor of a strategy name ("self", "splice", "aligned").
 
     `generate` is required by the model strategies ("self", "splice"); `self_template` replaces
-    the `self` synthesis template (also used by splice's self fallback); `splice_fallback` is
+    the `self` synthesis template (also used by splice's self fallback), `locate_template` splice's
+    "ask" locate template (default `LOCATE_TEMPLATE`); `splice_fallback` is
     "self" or "drop"; `max_reflection_chars` rejects ("too_long") constructions that add more
     characters than that after the kept prefix of y-, `max_tokens` those of more ids than that.
     `eos_token_ids` are the ids that end a generation (the first one ends y_ref),
@@ -760,5 +765,7 @@ def make_constructor(
                          keep_truncated=keep_truncated)
     if strategy == "self":
         return SelfConstructor(template=template, **common, **model_options)
-    return SpliceConstructor(fallback=splice_fallback, self_template=template, locator=splice_locate, score=score,
+    locate = locate_template if locate_template is not None else LOCATE_TEMPLATE
+    return SpliceConstructor(fallback=splice_fallback, self_template=template, locate_template=locate,
+                             locator=splice_locate, score=score,
                              surprise_threshold=surprise_threshold, **common, **model_options)

@@ -141,6 +141,11 @@ class TAPOConfig(GRPOConfig):
     synthesis_template: str | None = field(
         default=None, metadata={"help": "Path of a custom `self` synthesis template ($question, $negative, $positive)."}
     )
+    splice_locate_template: str | None = field(
+        default=None,
+        metadata={"help": "Path of a custom splice `ask` locate template ($question, $negative, $positive); its "
+                          "answer is <quote>...</quote><analysis>...</analysis>. None: the built-in LOCATE_TEMPLATE."},
+    )
     keep_truncated_constructions: bool = field(
         default=False,
         metadata={"help": "Keep constructions that did not end within their budget (no eos appended), trained as "
@@ -267,6 +272,7 @@ class TAPOTrainer(GRPOTrainer):
                 f"{self.multi_objective_aggregation!r} is not supported"
             )
         template = Path(cfg.synthesis_template).read_text() if cfg.synthesis_template else None
+        locate_template = Path(cfg.splice_locate_template).read_text() if cfg.splice_locate_template else None
         template_kwargs = dict(self.chat_template_kwargs)
         if self.chat_template is not None:
             template_kwargs["chat_template"] = self.chat_template
@@ -277,6 +283,7 @@ class TAPOTrainer(GRPOTrainer):
             tokenizer=self._tokenizer,
             generate=self._synthesis_generate,
             self_template=template,
+            locate_template=locate_template,
             splice_fallback=cfg.splice_fallback,
             eos_token_ids=eos_first,
             chat_template_kwargs=template_kwargs,
@@ -287,7 +294,7 @@ class TAPOTrainer(GRPOTrainer):
             surprise_threshold=cfg.splice_surprise_threshold,
         )
         self._check_columns()
-        self._check_synthesis_fits(template or SELF_TEMPLATE)
+        self._check_synthesis_fits(template or SELF_TEMPLATE, locate_template or LOCATE_TEMPLATE)
         self._rollout_rewards: torch.Tensor | None = None  # [B_global] set by _calculate_rewards
         self._rollout_completion_ids: list[list[int]] | None = None  # local, as generated, set by _generate
         self._row_kinds: torch.Tensor | None = None  # the micro-batch's row kinds while its loss is computed
@@ -949,7 +956,7 @@ class TAPOTrainer(GRPOTrainer):
             else:
                 model.__dict__["generate"] = before
 
-    def _check_synthesis_fits(self, self_template: str) -> None:
+    def _check_synthesis_fits(self, self_template: str, locate_template: str) -> None:
         """Fail at start-up, not mid-run, when a construction prompt plus its budget exceeds the context.
 
         Per phase the strategy uses: a `self` synthesis prompt holds the template, the question, y-
@@ -987,7 +994,7 @@ class TAPOTrainer(GRPOTrainer):
                            f"template {template} + {common} + a budget of max_completion_length + "
                            f"synthesis_extra_tokens = {budget}", "max_completion_length / synthesis_extra_tokens"))
         if cfg.construction == "splice" and cfg.splice_locate == "ask":
-            template = tokens(LOCATE_TEMPLATE)
+            template = tokens(locate_template)
             checks.append(("a splice locate prompt", template + question + 2 * mcl + locate,
                            f"template {template} + {common} + a budget of splice_locate_tokens = {locate}",
                            "max_completion_length / splice_locate_tokens"))
