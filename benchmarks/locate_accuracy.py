@@ -180,10 +180,12 @@ def summarize(labels, pairs, reasons):
 def run(
     *, model_name: str, n: int, split: str, sources: list[str], methods: list[str], seed: int, n_steps: int,
     max_operand: int, rollout_tokens: int, locate_tokens: int, batch_size: int, score_batch_size: int,
-    rule: str | None, threshold: float | None, sweep: bool, details: bool = False,
+    rule: str | None, threshold: float | None, sweep: bool, details: bool = False, locate_template: str | None = None,
 ) -> dict:
     from tapo.core import ConstructionFailure
     from tapo.core.constructors import SpliceConstructor, strip_eos
+    from tapo.core.synthesis import LOCATE_TEMPLATE
+    from tapo.data.datasets import read_text
     from tapo.core.locate import DEFAULT_RULE, DEFAULT_THRESHOLD, locate_by_surprise, token_ends
     from tapo.data.arithmetic import generate_problems
     from tapo.models import load_policy
@@ -204,8 +206,10 @@ def run(
         "pairs": len(pairs),
         "pairs_by_source": {s: sum(p[2] == s for p in pairs) for s in sorted({p[2] for p in pairs})},
         "rollout_seconds": rollout_seconds, "surprise_rule": rule, "surprise_threshold": threshold,
-        "locate_tokens_budget": locate_tokens, "methods": {}, "examples": {},
+        "locate_tokens_budget": locate_tokens, "locate_template": locate_template or "LOCATE_TEMPLATE (built in)",
+        "methods": {}, "examples": {},
     }
+    template = read_text(locate_template) if locate_template else LOCATE_TEMPLATE
     for method in methods:
         started = time.perf_counter()
         recorded: list[list[list[float]]] = []
@@ -214,7 +218,8 @@ def run(
             real = generate_fn(sampler, settings=settings, seed=seed, batch_size=batch_size, reencode=False,
                                call_seeds=lambda k: index_seeds(seed * 1_000 + k))
             generate, spent = stub_generate(tokenizer, real)
-            constructor = SpliceConstructor(tokenizer=tokenizer, generate=generate, fallback="drop")
+            constructor = SpliceConstructor(tokenizer=tokenizer, generate=generate, fallback="drop",
+                                            locate_template=template)
         elif method == "surprise":
             generate, spent = stub_generate(tokenizer)
             score = hf_score_fn(model, tokenizer, batch_size=score_batch_size)
@@ -307,6 +312,8 @@ def main() -> None:
     parser.add_argument("--max-operand", type=int, default=9)
     parser.add_argument("--rollout-tokens", type=int, default=96, help="budget of the model's own answers")
     parser.add_argument("--locate-tokens", type=int, default=96, help="budget of ask's quote and diagnosis")
+    parser.add_argument("--locate-template", help="ask's locate prompt file, as tapo.splice_locate_template "
+                                                  "(default: the built-in LOCATE_TEMPLATE)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--score-batch-size", type=int, default=8)
     parser.add_argument("--rule", help="surprise rule (default: tapo.core.locate.DEFAULT_RULE)")
@@ -323,7 +330,7 @@ def main() -> None:
         methods=args.methods.split(","), seed=args.seed, n_steps=args.n_steps, max_operand=args.max_operand,
         rollout_tokens=args.rollout_tokens, locate_tokens=args.locate_tokens, batch_size=args.batch_size,
         score_batch_size=args.score_batch_size, rule=args.rule, threshold=args.threshold, sweep=args.sweep,
-        details=args.details,
+        details=args.details, locate_template=args.locate_template,
     )
     print_table(results)
     if args.json:

@@ -26,9 +26,11 @@ def test_construction_quality_smoke(tmp_path):
 
 def test_locate_accuracy_smoke(tmp_path):
     out = tmp_path / "locate.json"
-    result = run_benchmark("locate_accuracy.py", "--smoke", "--json", str(out), timeout=300)
+    result = run_benchmark("locate_accuracy.py", "--smoke", "--locate-template", "recipes/demo-locate.txt",
+                           "--json", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
+    assert data["locate_template"] == "recipes/demo-locate.txt"
     assert set(data["methods"]) == {"ask", "surprise"} and data["pairs"] > 0
     for method in data["methods"].values():
         shares = method["shares"]
