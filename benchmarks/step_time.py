@@ -33,6 +33,7 @@ Columns, per arm:
 - tok/built: generated synthesis tokens (`tapo/synthesis_tokens`: every try, failed ones included; locate
   plus continuation for splice) summed, over constructions built: the decoding cost of one usable y_ref.
 - right: built constructions whose final answer is right (`reward` > 0 in constructions.jsonl).
+- failed: the tries not built, by reason (`tapo/failed/<reason>` summed), e.g. "truncated 2".
 Prints one Markdown table; `--json FILE` writes the numbers.
 """
 
@@ -154,11 +155,27 @@ def arm_numbers(runs: list[tuple[list[dict], list[dict]]], *, strategy: str | No
         "synthesis_tokens_per_built": tokens / built if built else None,
         "right": right,
         "right_frac": right / built if built else None,
+        "failed": _failure_counts(generations),
     }
     if strategy == "splice":
         spliced = sum(r.get("strategy") == "splice" for r in records)
         out["constructions"]["spliced_per_try"] = spliced / tries if tries else None
     return out
+
+
+def _failure_counts(rows: list[dict]) -> dict[str, int]:
+    """Tries not built, by reason, over metrics rows.
+
+    >>> _failure_counts([{"tapo/failed/truncated": 2.0}, {"tapo/failed/unparsed": 1.0, "tapo/failed/truncated": 1.0}])
+    {'truncated': 3, 'unparsed': 1}
+    """
+    prefix = "tapo/failed/"
+    counts: dict[str, int] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(prefix):
+                counts[key[len(prefix):]] = counts.get(key[len(prefix):], 0) + round(value)
+    return dict(sorted(counts.items()))
 
 
 def run_arm(config, run_dir: Path) -> tuple[list[dict], list[dict], float]:
@@ -221,7 +238,8 @@ def _cell(value, digits: int = 3) -> str:
 
 def table(results: dict) -> str:
     """One Markdown table, a row per arm."""
-    head = ["arm", *PHASES, "total", "x GRPO", "longest", "built/step", "built/try", "tok/built", "right"]
+    head = ["arm", *PHASES, "total", "x GRPO", "longest", "built/step", "built/try", "tok/built", "right",
+            "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, arm in results["arms"].items():
         s, c = arm["seconds"], arm.get("constructions")
@@ -231,13 +249,14 @@ def table(results: dict) -> str:
         ]
         cells += [_cell(s["total"]), _cell(arm["ratio_to_grpo"], 2), _cell(arm.get("longest_rollout_tokens"), 1)]
         if c is None:
-            cells += ["–"] * 4
+            cells += ["–"] * 5
         else:
             per_try = _cell(c["built_per_try"], 2)
             if "spliced_per_try" in c:
                 per_try += f" ({_cell(c['spliced_per_try'], 2)} spliced)"
             cells += [_cell(c["built_per_step"], 2), per_try, _cell(c["synthesis_tokens_per_built"], 1),
-                      _cell(c["right_frac"], 2)]
+                      _cell(c["right_frac"], 2),
+                      ", ".join(f"{reason} {n}" for reason, n in c.get("failed", {}).items()) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     steps = results["arms"][next(iter(results["arms"]))]["timed_steps"]
     lines.append(

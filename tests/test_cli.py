@@ -134,6 +134,8 @@ def test_step_time_benchmark_smoke(tmp_path):
     for name in ("self", "splice", "splice+surprise"):  # the tiny model cannot write syntheses, but it pays for trying
         c = arms[name]["constructions"]
         assert c["tries"] > 0 and c["synthesis_tokens"] > 0 and arms[name]["seconds"]["synthesis"] > 0
+        assert sum(c["failed"].values()) == c["tries"] - c["built"] > 0, name  # each failed try under its reason
+        assert table[name][-1] == ", ".join(f"{reason} {n}" for reason, n in c["failed"].items()), name
     aligned = arms["aligned"]["constructions"]
     assert aligned["built"] > 0 and aligned["synthesis_tokens"] == 0 and aligned["right_frac"] == 1.0
     assert aligned["built_per_step"] == aligned["built"] / 2 and aligned["built_per_try"] <= 1.0

@@ -133,12 +133,14 @@ def test_mixed_group_ablation(tmp_path):
 @pytest.mark.parametrize("construction", ["self", "splice"])
 def test_model_strategies_generate_and_count(tmp_path, construction):
     """The tiny model cannot write the synthesis format: every pair is attempted (tokens generated) and
-    counted as not built; no row of a failed construction is trained."""
+    counted as not built, each under its reason; no row of a failed construction is trained."""
     trainer = train(tmp_path, construction=construction, synthesis_extra_tokens=16)
     check_common(trainer, built=False)
     for row in step_logs(trainer):
         if row["tapo/pairs"] > 0:
             assert row["tapo/synthesis_tokens"] > 0 and row["tapo/parsed_frac"] == 0.0
+            failed = {k.removeprefix("tapo/failed/"): v for k, v in row.items() if k.startswith("tapo/failed/")}
+            assert sum(failed.values()) == row["tapo/pairs"] and "built" not in failed
     assert all(kind in (0, PADDING) for m in trainer.micro_batches for kind in m["kinds"])
 
 

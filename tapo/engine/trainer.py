@@ -21,6 +21,7 @@ import contextlib
 import json
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -665,6 +666,8 @@ class TAPOTrainer(GRPOTrainer):
         n_built = len(records)
         fidelities = [r["prefix_fidelity"] for r in records if r["prefix_fidelity"] is not None]
         truncated = sum(o == "truncated" for o in outcomes) + sum(bool(r["extra"].get("truncated")) for r in records)
+        # why the others failed: tapo/failed/<reason>, a count over all processes, logged when nonzero
+        failed = Counter(o for o in outcomes if o != "built")
         self._log_tapo(
             parsed_frac=n_built / max(len(outcomes), 1),
             truncated_frac=truncated / max(len(outcomes), 1),
@@ -678,6 +681,7 @@ class TAPOTrainer(GRPOTrainer):
             synthesis_seconds=time.perf_counter() - started,
             ref_adv_mean=sum(r["advantage"] for r in records) / max(n_built, 1),
             **{"time/synthesis": synthesis_seconds, "time/score": score_seconds, "time/ots": ots_seconds},
+            **{f"failed/{reason}": float(n) for reason, n in sorted(failed.items())},
         )
         if self.accelerator.is_main_process:
             self._write_constructions(records)
