@@ -115,6 +115,7 @@ RANGES: dict[str, Check] = {
     "tapo.synthesis_top_p": in_unit_interval,
     "tapo.synthesis_extra_tokens": at_least(0),
     "tapo.splice_locate_tokens": at_least(1, " (the token budget of splice's locate call)"),
+    "tapo.splice_continuation_tokens": at_least(1, " (the token budget of splice's continuation)"),
     "tapo.update_buckets": at_least(1, " (forward passes of the update, rows grouped by length)"),
     "tapo.splice_surprise_threshold": above(0, " (nats of surprise that mark y-'s first mistake)"),
     "tapo.synthesis_template": not_empty,

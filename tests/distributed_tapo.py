@@ -155,8 +155,8 @@ def main() -> None:
     generate_calls, construct_calls = instrument(trainer)
     rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
     resolved = ("max_completion_length", "num_generations", "steps_per_generation", "temperature", "top_p",
-                "synthesis_extra_tokens", "splice_locate_tokens", "synthesis_temperature", "synthesis_top_p",
-                "construction", "use_vllm")
+                "synthesis_extra_tokens", "splice_locate_tokens", "splice_continuation_tokens",
+                "synthesis_temperature", "synthesis_top_p", "construction", "use_vllm")
     report: dict = {"rank": rank, "world_size": world, "args": {k: getattr(trainer.args, k) for k in resolved}}
     try:
         trainer.train()

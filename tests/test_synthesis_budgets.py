@@ -2,7 +2,7 @@
 
 self synthesis (also splice's self fallback): max_completion_length + synthesis_extra_tokens, stops after
 </reconstruction>; splice locate: splice_locate_tokens, stops after </analysis>; splice continuation:
-max_completion_length, ends at eos; rollouts: untouched. Checked on HF generate (what the model's
+splice_continuation_tokens (default max_completion_length), ends at eos; rollouts: untouched. Checked on HF generate (what the model's
 `generate` receives, and a real stop of HF generation) and on TRL's vLLM path through the stand-in.
 Single process, builtin:tiny-arith.
 """
@@ -211,6 +211,30 @@ def test_hf_generation_stops_right_after_the_stop_string(tmp_path, monkeypatch):
     recorder.force = [short + after]
     [continued] = trainer._synthesis_generate([prompt(trainer)], phase="continuation")
     assert continued == short + after + [tok.eos_token_id]
+
+
+def test_splice_continuation_tokens_is_the_continuation_budget(tmp_path, monkeypatch):
+    """splice_continuation_tokens replaces a rollout's budget for the continuation phase only, in a whole
+    surprise step too (rollouts, then the continuations of the cut y-); no construction generates more."""
+    budget = MCL + 7
+    trainer, recorder = hf_trainer(tmp_path, monkeypatch, construction="splice", splice_locate="surprise",
+                                   splice_surprise_threshold=0.01, keep_truncated_constructions=True,
+                                   splice_fallback="drop", splice_continuation_tokens=budget)
+    assert trainer._phase_sampling("continuation") == (budget, ())
+    assert trainer._phase_sampling("synthesis")[0] == MCL + EXTRA and trainer._phase_sampling("locate")[0] == LOCATE
+    augmented_batch(trainer)
+    seen = [c["max_new_tokens"] for c in recorder.calls]
+    assert seen == [MCL, budget], seen  # the rollouts keep theirs; the continuations' call (no fallback) asks for it
+    built = constructions(trainer)
+    assert built and all(r["generated_tokens"] <= budget for r in built if r["strategy"] == "splice")
+    assert any(r["generated_tokens"] > MCL for r in built if r["strategy"] == "splice")  # the budget was used
+
+
+def test_splice_continuation_tokens_must_be_a_positive_integer_or_none(tmp_path):
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="splice_continuation_tokens must be a positive integer or None"):
+            TAPOConfig(output_dir=str(tmp_path), splice_continuation_tokens=bad, use_cpu=True, report_to=[])
+    assert TAPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[]).splice_continuation_tokens is None
 
 
 def test_splice_locate_tokens_must_be_a_positive_integer(tmp_path):

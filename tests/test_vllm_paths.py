@@ -43,7 +43,7 @@ VLLM_COLOCATE_TP2 = ("use_vllm=true", "vllm_mode=colocate", "vllm_tensor_paralle
                      "synthesis_extra_tokens=184")
 # A splice continuation's budget is a rollout's (max_completion_length): the stand-in's continuation (~30 tokens)
 # must fit it, as must its locate answer (~50 tokens) the locate budget.
-SPLICE_BUDGETS = ("max_completion_length=40", "splice_locate_tokens=64")
+SPLICE_BUDGETS = ("max_completion_length=40", "splice_locate_tokens=64", "splice_continuation_tokens=48")
 
 
 def sets(*items: str) -> list[str]:
@@ -163,11 +163,12 @@ def assert_synthesis_sampling(run: Run, report: dict) -> None:
     """Calls carrying construction prompts reach vLLM with the synthesis temperature and top-p and their phase's
     budget and stop strings (`_synthesis_sampling`): self synthesis max_completion_length + synthesis_extra_tokens,
     stop after </reconstruction>; splice locate splice_locate_tokens, stop after </analysis>; splice continuation
-    max_completion_length, no stop. Rollout calls carry no stop."""
+    splice_continuation_tokens (default max_completion_length), no stop. Rollout calls carry no stop."""
     args = run.main["args"]
     mcl, sampling = args["max_completion_length"], (args["synthesis_temperature"], args["synthesis_top_p"])
     phases = {"self": (mcl + args["synthesis_extra_tokens"], ["</reconstruction>"]),
-              "locate": (args["splice_locate_tokens"], ["</analysis>"]), "continue": (mcl, None)}
+              "locate": (args["splice_locate_tokens"], ["</analysis>"]),
+              "continue": (args["splice_continuation_tokens"] or mcl, None)}
     synthesis = [c for c in report["standin_calls"] if set(c["kinds"]) - {"rollout"}]
     assert synthesis, f"rank {report['rank']}: no synthesis prompt reached the vLLM stand-in"
     for call in synthesis:

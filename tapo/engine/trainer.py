@@ -115,7 +115,12 @@ class TAPOConfig(GRPOConfig):
     splice_locate_tokens: int = field(
         default=128,
         metadata={"help": "splice: the token budget of the locate call (quote and diagnosis), which stops right "
-                          "after </analysis>. The continuation's budget is max_completion_length."},
+                          "after </analysis>."},
+    )
+    splice_continuation_tokens: int | None = field(
+        default=None,
+        metadata={"help": "splice: the token budget of the continuation (reflection and correction after y-'s kept "
+                          "prefix), which ends at eos. None: max_completion_length, a rollout's budget."},
     )
     splice_locate: str = field(
         default="ask",
@@ -177,6 +182,11 @@ class TAPOConfig(GRPOConfig):
             raise ValueError(
                 f"splice_locate_tokens must be a positive integer (the token budget of splice's locate call), "
                 f"got {value!r}"
+            )
+        value = self.splice_continuation_tokens
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(
+                f"splice_continuation_tokens must be a positive integer or None (max_completion_length), got {value!r}"
             )
         value = self.update_buckets
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -887,12 +897,16 @@ class TAPOTrainer(GRPOTrainer):
                 list(prompts) + [self._dummy_prompt_ids] * padding, None, {}, 1)
         return [list(ids[:budget]) for ids, budget in zip(completion_ids[: len(prompts)], budgets)]
 
+    def _continuation_tokens(self) -> int:
+        """splice's continuation budget: `splice_continuation_tokens`, else a rollout's (max_completion_length)."""
+        return self.args.splice_continuation_tokens or self.max_completion_length
+
     def _phase_sampling(self, phase: str) -> tuple[int, tuple[str, ...]]:
         """(token budget, stop strings) of a construction phase (DESIGN section 2, synthesis sampling)."""
         budgets = {
             "synthesis": self.max_completion_length + self.args.synthesis_extra_tokens,
             "locate": self.args.splice_locate_tokens,
-            "continuation": self.max_completion_length,  # a continuation needs no more than a rollout
+            "continuation": self._continuation_tokens(),
         }
         if phase not in budgets:
             raise ValueError(f"unknown construction phase {phase!r}; the constructors use {', '.join(PHASES)}")
@@ -968,10 +982,11 @@ class TAPOTrainer(GRPOTrainer):
         synthesis_extra_tokens; a splice locate prompt holds the same with the LOCATE template and
         asks for splice_locate_tokens; a continuation prompt holds the CONTINUE template, the
         question, y+, the locate analysis (at most splice_locate_tokens), y-'s kept prefix and the
-        reflection opener, and asks for max_completion_length. With splice_locate surprise there is no
-        locate prompt but a scored row (the SURPRISE template, the question, y+, then y-), and the
-        analysis names one unit of y- (at most max_completion_length). The context is vLLM's
-        `vllm_max_model_length` when set, else the model's.
+        reflection opener, and asks for splice_continuation_tokens (default max_completion_length).
+        With splice_locate surprise there is no locate prompt but a scored row (the SURPRISE
+        template, the question, y+, then y-), and the analysis names one unit of y- (at most
+        max_completion_length). The context is vLLM's `vllm_max_model_length` when set, else the
+        model's.
         """
         cfg = self.args
         if cfg.construction == "aligned":
@@ -1008,11 +1023,12 @@ class TAPOTrainer(GRPOTrainer):
                            f"template {template} + {common}", "max_completion_length"))
             locate = mcl  # the analysis names one line or sentence of y-
         if cfg.construction == "splice":
-            template = tokens(CONTINUE_TEMPLATE) + tokens(" " + REFLECTION_OPENER)
-            checks.append(("a splice continuation prompt", template + question + 2 * mcl + locate + mcl,
+            template, budget = tokens(CONTINUE_TEMPLATE) + tokens(" " + REFLECTION_OPENER), self._continuation_tokens()
+            what = "splice_continuation_tokens" if cfg.splice_continuation_tokens else "max_completion_length"
+            checks.append(("a splice continuation prompt", template + question + 2 * mcl + locate + budget,
                            f"template and opener {template} + {common} + the locate analysis up to "
-                           f"{locate} tokens + a budget of max_completion_length = {mcl}",
-                           "max_completion_length / splice_locate_tokens"))
+                           f"{locate} tokens + a budget of {what} = {budget}",
+                           "max_completion_length / splice_locate_tokens / splice_continuation_tokens"))
         prompt, needed, parts, options = max(checks, key=lambda check: check[1])
         if needed > limit:
             raise ValueError(
