@@ -66,7 +66,7 @@ ARMS: dict[str, dict | None] = {
     # ... and its continuations ride in the next step's rollout call (HF generate)
     "splice+surprise+deferred": {"construction": "splice", "splice_locate": "surprise",
                                  "synthesis_schedule": "deferred"},
-    # ... with no self fallback for the pairs the scoring pass cannot locate: no rider longer than a rollout
+    # ... with no self fallback for the pairs the scoring pass cannot locate: no rider with a synthesis budget
     "splice+surprise+deferred+drop": {"construction": "splice", "splice_locate": "surprise",
                                       "synthesis_schedule": "deferred", "splice_fallback": "drop"},
     "aligned": {"construction": "aligned"},  # rule-based, no model call (the built-in arithmetic task)

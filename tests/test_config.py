@@ -354,6 +354,7 @@ TINY_TAPO = RECIPES / "tiny-tapo.yaml"
         ("tapo.synthesis_extra_tokens=-16", "tapo.synthesis_extra_tokens must be >= 0"),
         ("tapo.splice_locate_tokens=0", "tapo.splice_locate_tokens must be >= 1 (the token budget of splice"),
         ("tapo.splice_locate_tokens=many", "tapo.splice_locate_tokens must be an integer, got 'many'"),
+        ("tapo.splice_continuation_tokens=0", "tapo.splice_continuation_tokens must be >= 1 (the token budget of"),
         ("tapo.synthesis_template=5", "tapo.synthesis_template must be a string or null, got 5"),
         ("tapo.max_construction_tokens=0", "tapo.max_construction_tokens must be >= 1"),
         ("tapo.keep_truncated_constructions=1", "tapo.keep_truncated_constructions must be true or false, got 1"),
