@@ -184,10 +184,10 @@ def run(
 ) -> dict:
     from tapo.core import ConstructionFailure
     from tapo.core.constructors import SpliceConstructor, strip_eos
-    from tapo.core.synthesis import LOCATE_TEMPLATE
-    from tapo.data.datasets import read_text
     from tapo.core.locate import DEFAULT_RULE, DEFAULT_THRESHOLD, locate_by_surprise, token_ends
+    from tapo.core.synthesis import LOCATE_TEMPLATE
     from tapo.data.arithmetic import generate_problems
+    from tapo.data.datasets import read_text
     from tapo.models import load_policy
     from tapo.sampling import SamplingSettings, generate_fn, index_seeds
     from tapo.sampling.hf import HFSampler

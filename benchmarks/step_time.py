@@ -47,6 +47,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,11 +171,9 @@ def _failure_counts(rows: list[dict]) -> dict[str, int]:
     {'truncated': 3, 'unparsed': 1}
     """
     prefix = "tapo/failed/"
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     for row in rows:
-        for key, value in row.items():
-            if key.startswith(prefix):
-                counts[key[len(prefix):]] = counts.get(key[len(prefix):], 0) + round(value)
+        counts.update({key.removeprefix(prefix): round(value) for key, value in row.items() if key.startswith(prefix)})
     return dict(sorted(counts.items()))
 
 
