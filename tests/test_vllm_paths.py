@@ -215,6 +215,16 @@ def test_splice_with_drop_fallback_comes_from_its_own_pair(tmp_path):
         f"{len(run.constructions)} constructions for {requested} pairs: expected some dropped, some built"
     )
     assert all(r["strategy"] == "splice" for r in run.constructions)
+    # tapo/failed/<reason> counts both processes' failures (gathered), not only the main process's; summed over
+    # the logged rows, which hold each generation once
+    failed: dict[str, float] = defaultdict(float)
+    for row in run.main["log_history"]:
+        for key, value in row.items():
+            if key.startswith("tapo/failed/"):
+                failed[key.removeprefix("tapo/failed/")] += value
+    assert sum(failed.values()) == requested - len(run.constructions) and failed["quote_not_found"] > 0, failed
+    summary = run.main["log_history"][-1]  # the train summary repeats no generation's tapo/* values
+    assert "train_runtime" in summary and not any(key.startswith("tapo/") for key in summary), summary
     assert_synthesis_sampling(run, run.main)
     assert_own_pairs(run)
 

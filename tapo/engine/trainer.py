@@ -477,9 +477,10 @@ class TAPOTrainer(GRPOTrainer):
     def log(self, logs, start_time=None):
         # Steps that reuse a generation (num_iterations > 1, steps_per_generation > accumulation) train the same
         # constructed rows again; their tapo/* values are those of that generation, except the phase times:
-        # those phases did not run in this step (0).
+        # those phases did not run in this step (0). Only a step's log ("loss"), not the end-of-training summary.
         train = self._metrics["train"]
-        if self.model.training and self._generation_metrics and not any(k in train for k in self._generation_metrics):
+        if (self.model.training and "loss" in logs and self._generation_metrics
+                and not any(k in train for k in self._generation_metrics)):
             for name, value in self._generation_metrics.items():
                 train[name].append(0.0 if name.startswith(TIME_PREFIX) else value)
         if self.model.training and train.get(STEP_TIME_KEY) and train.get(f"{TIME_PREFIX}rollouts"):
