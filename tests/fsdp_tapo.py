@@ -186,6 +186,7 @@ def main() -> int:
     parser.add_argument("--splice-locate", default="ask", help="splice's locator; surprise's score calls are recorded")
     parser.add_argument("--surprise-threshold", type=float, default=1.0)
     parser.add_argument("--schedule", default="inline", help="synthesis_schedule")
+    parser.add_argument("--temperature", type=float, default=1.0, help="the rollout temperature")
     parser.add_argument("--model", default="builtin:tiny-arith",
                         help="the warm-started tiny model ends its answers with eos; a rollout cut off by its budget is never a y-")
     parser.add_argument("--max-completion-length", type=int, default=24)
@@ -225,6 +226,7 @@ def run(args, report: Report) -> None:
         output_dir=str(args.out / "run"), use_cpu=True, max_steps=args.max_steps, num_generations=num_generations,
         per_device_train_batch_size=8, max_completion_length=max_completion_length, learning_rate=1e-4, report_to=[],
         logging_steps=1, save_strategy="no", bf16=False, disable_tqdm=True, seed=3, ddp_timeout=args.pg_timeout,
+        temperature=args.temperature,
     )
     if args.fsdp == "zero3":
         # accelerate refuses DeepSpeed when cpu=True; without a GPU, use_cpu=False + gloo still gives a CPU run

@@ -111,9 +111,12 @@ def test_rank_without_pairs_under_zero3(tmp_path):
 def test_rank_without_pairs_joins_the_surprise_scoring_pass(tmp_path):
     """splice with splice_locate surprise: the locate phase is a forward pass of the sharded policy (no decode),
     and under FSDP a forward gathers parameters collectively: rank 1, without a pair, must score as rank 0 does,
-    then join the continuation. A low threshold makes the one pair's y- surely cut."""
+    then join the continuation. A low threshold makes the one pair's y- surely cut. At a rollout temperature
+    other than 1 the scores are the model's own (one row per forward, not TRL's fused head): the same count
+    of forwards on both ranks."""
     code, output, reports = launch(tmp_path, "--fsdp", "2", "--pairs", "skew", "--construction", "splice",
-                                   "--splice-locate", "surprise", "--surprise-threshold", "0.05")
+                                   "--splice-locate", "surprise", "--surprise-threshold", "0.05",
+                                   "--temperature", "0.6")
     assert [r.get("construction_requests") for r in reports] == [[1], [0]], where(reports)
     check_sharded_step(code, output, reports, distributed_type="DistributedType.FSDP", synthesis=False)
     # rank 0 scores its y- under the plain and the privileged prompt; rank 1 has no row but still takes part

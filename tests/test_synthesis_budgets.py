@@ -19,6 +19,7 @@ from tapo.core.types import ConstructedTrajectory, ConstructionPair, Constructio
 from tapo.engine.batching import CONSTRUCTED, ROW_KIND_KEY
 from tapo.engine.trainer import TAPOConfig
 from tapo.models import load_policy
+from tapo.tensors import stack_rows
 from tests.test_engine_paths import augmented_batch, constructions
 from tests.test_tapo_trainer import make_trainer
 
@@ -157,6 +158,29 @@ def test_a_surprise_splice_step_decodes_no_locate_and_scores_with_the_policy(tmp
     assert [len(g) for g in got] == [3, 1, 0]
     for g, w in zip(got, want):
         assert g == pytest.approx(w, abs=1e-4)
+
+
+def test_surprise_scores_the_models_own_distribution_whatever_the_rollout_temperature(tmp_path):
+    """TRL's fused LM head divides the logits by the rollout temperature; the surprise threshold is in nats of
+    the model's own distribution (as the offline pass and the threshold's tuning read it), so at a rollout
+    temperature of 0.6 the trainer's ScoreFn still gives the offline log-probs, which the temperature-scaled
+    ones are not."""
+    from tapo.sampling.scoring import score_completions
+
+    trainer = make_trainer(tmp_path, construction="splice", splice_locate="surprise", temperature=0.6)
+    tokenizer = trainer.processing_class
+    prompts = [chat_prompt_ids(tokenizer, "What is 2 + 3?"), chat_prompt_ids(tokenizer, "What is 7 - 4? Think.")]
+    completions = [[11, 12, 13, 14], [15, 16]]
+    want = score_completions(trainer.model, prompts, completions, pad_id=tokenizer.pad_token_id)
+    got = trainer._policy_score(prompts, completions)
+    assert [len(g) for g in got] == [4, 2]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, abs=1e-4)
+    prompt_ids, prompt_mask = stack_rows(prompts, pad_id=tokenizer.pad_token_id, side="left")
+    completion_ids, completion_mask = stack_rows(completions, pad_id=tokenizer.pad_token_id, side="right")
+    scaled, _ = trainer._score_tokens(trainer.model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                      entropy=False)  # the loss's view: at the rollout temperature
+    assert scaled[0, :4].tolist() != pytest.approx(want[0], abs=1e-2)
 
 
 def test_settings_are_restored_when_generation_fails(tmp_path, monkeypatch):

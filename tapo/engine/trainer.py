@@ -831,8 +831,34 @@ class TAPOTrainer(GRPOTrainer):
         completion_ids, completion_mask = stack_rows(
             list(completions) + [[self.pad_token_id]] * pad, pad_id=self.pad_token_id, side="right", width=1
         )  # [most, T]
-        logps, _ = self._score_tokens(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask, entropy=False)
+        if self.temperature == 1.0:
+            logps, _ = self._score_tokens(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                          entropy=False)
+        else:
+            logps = self._unscaled_logps(prompt_ids, prompt_mask, completion_ids, completion_mask)
         return [logps[i, : len(ids)].tolist() for i, ids in enumerate(completions)]
+
+    @torch.no_grad()
+    def _unscaled_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+        """Log-probs of the completions at temperature 1: [S, T'].
+
+        Surprise is read from the model's own distribution, as the offline pass (`score_completions`) and
+        the threshold's tuning read it; TRL's fused LM head divides the logits by the rollout temperature.
+        One row per forward (the same count on every process: the rows are padded alike), its logits
+        normalised in chunks of positions, so no [S, T', V] tensor is held.
+        """
+        device = self.accelerator.device
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1).to(device)  # [S, P'+T']
+        attention = torch.cat([prompt_mask, completion_mask], dim=1).to(device)  # [S, P'+T']
+        width = completion_ids.size(1)
+        rows = []
+        for i in range(input_ids.size(0)):
+            logits = self.model(input_ids=input_ids[i : i + 1], attention_mask=attention[i : i + 1],
+                                logits_to_keep=width + 1).logits[:, :-1]  # [1, T', V]: column t predicts token t
+            taken = logits.gather(-1, completion_ids[i : i + 1].to(device).unsqueeze(-1)).squeeze(-1).float()  # [1, T']
+            norm = torch.cat([torch.logsumexp(part.float(), dim=-1) for part in logits.split(512, dim=1)], dim=1)
+            rows.append(taken - norm)
+        return torch.cat(rows)  # [S, T']
 
     def _synthesis_generate(self, prompt_ids: list[list[int]], *, phase: str) -> list[list[int]]:
         """The constructors' GenerateFn: the parent's generation path with the sampling of `phase`.
