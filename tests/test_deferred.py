@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -397,6 +398,44 @@ def test_pending_pairs_survive_a_checkpoint(tmp_path):
     step2 = [r for r in constructions(resumed) if r["step"] == 2]
     expected = {(x.request.pair.query_id, x.request.pair.negative_index) for x in pending.items}
     assert step2 and {(r["query_id"], r["negative_index"]) for r in step2} <= expected
+
+
+def test_a_checkpoint_is_complete_only_with_its_pending_pairs(tmp_path, monkeypatch):
+    """The pending pairs are written before trainer_state.json (what marks a checkpoint complete): interrupted
+    while writing checkpoint-2's pairs, the run's last complete checkpoint is checkpoint-1, with its pairs."""
+    import tapo.engine.trainer as trainer_module
+    from tapo.engine.run import last_checkpoint
+
+    real = trainer_module.save_pending
+
+    def interrupted(folder, rank, pending):
+        if Path(folder).name == "checkpoint-2":
+            raise KeyboardInterrupt  # a Ctrl-C or a preemption while the checkpoint is written
+        return real(folder, rank, pending)
+
+    monkeypatch.setattr(trainer_module, "save_pending", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        deferred_trainer(tmp_path, max_steps=3, save_strategy="steps", save_steps=1).train()
+    assert not (tmp_path / "checkpoint-2" / "trainer_state.json").exists()
+    found, pending = load_pending(last_checkpoint(tmp_path), 0, 1)
+    assert last_checkpoint(tmp_path).name == "checkpoint-1" and found and pending.items
+
+
+@pytest.mark.parametrize("length", [dict(max_steps=-1, num_train_epochs=1), dict(max_steps=4)])
+def test_the_last_generation_is_known_when_an_epoch_ends_on_a_short_update(tmp_path, length):
+    """16 prompts, 2 per micro-step: 8 micro-steps an epoch, in updates of 3, 3 and 2 (accumulation 3). Trained
+    by epoch (3 updates, 8 micro-steps) or across an epoch's end (4 updates, 11 micro-steps), every generation
+    but the last hands its pairs on, the last drops and counts them, and none is left pending."""
+    trainer = deferred_trainer(tmp_path, gradient_accumulation_steps=3, steps_per_generation=1, **length)
+    last: list[bool] = []
+    judged = trainer._last_generation
+    trainer._last_generation = lambda: last.append(judged()) or last[-1]
+    trainer.train()
+    micro_steps = {3: 8, 4: 11}[trainer.state.global_step]
+    assert last and last == [False] * (len(last) - 1) + [True] and len(last) <= micro_steps, last
+    assert trainer._pending is None
+    dropped = [h["tapo/deferred_dropped"] for h in trainer.state.log_history if "tapo/deferred_dropped" in h]
+    assert dropped and dropped[-1] > 0 and trainer.state.log_history[-2]["step"] == trainer.state.global_step
 
 
 def test_a_pending_file_from_another_world_size_is_refused(tmp_path):

@@ -76,7 +76,9 @@ def save_pending(folder: str | Path, rank: int, pending: DeferredRound | None) -
             f"them is not JSON-serializable ({error}); keep the training dataset's columns to JSON types"
         ) from error
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)  # whole or absent, never half written
     return path
 
 

@@ -18,6 +18,7 @@ by that count and ZeRO-3/FSDP generation gathers parameters collectively.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import warnings
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, has_length
 from accelerate.utils import gather, gather_object
 from trl import GRPOConfig, GRPOTrainer
 
@@ -314,6 +315,8 @@ class TAPOTrainer(GRPOTrainer):
         self._rollout_seconds = 0.0  # the parent's generation of this step's rollouts
         # synthesis_schedule deferred: the round chosen at the last generation, and its riders on this one
         self._pending: DeferredRound | None = None
+        self._epoch_micro_steps: int | None = None  # the train dataloader's length (HF's steps_in_epoch)
+        self._update_seen, self._in_update = None, 0  # the update the current micro-step belongs to, its place in it
         self._riders: list[PendingConstruction] | None = None  # set for the rollout call they ride in
         self._rider_completions: list[list[int]] | None = None  # what they got there
         self._rides = cfg.synthesis_schedule == "deferred" and not (
@@ -500,10 +503,14 @@ class TAPOTrainer(GRPOTrainer):
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.synthesis_schedule == "deferred":  # every process saves its own share, none lost on resume
+        # Every process saves its own share of the pending pairs, before the parent writes trainer_state.json:
+        # a checkpoint folder with that file counts as complete (`tapo.engine.run.last_checkpoint`), so an
+        # interruption in between must leave a folder that is not taken up on resume, not one without its pairs.
+        if self.args.synthesis_schedule == "deferred":
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             save_pending(folder, self.accelerator.process_index, self._pending)
+            self.accelerator.wait_for_everyone()  # every process's file before the main one writes the state
+        super()._save_checkpoint(model, trial)
 
     # ---- TAPO ---------------------------------------------------------------------------------
 
@@ -595,9 +602,21 @@ class TAPOTrainer(GRPOTrainer):
     def _last_generation(self) -> bool:
         """Whether this generation is the run's last (TRL generates every steps_per_generation x num_iterations
         micro-steps), so pairs chosen now would never be trained."""
-        accumulation = self.args.gradient_accumulation_steps
-        done = self.state.global_step * accumulation + self._step % accumulation  # micro-steps trained so far
-        return done + self.args.steps_per_generation * self.num_iterations >= self.state.max_steps * accumulation
+        before = functools.partial(micro_steps_before, accumulation=self.args.gradient_accumulation_steps,
+                                   epoch_length=self._epoch_micro_steps)
+        done = before(self.state.global_step) + self._in_update  # this micro-step's index in the run
+        return done + self.args.steps_per_generation * self.num_iterations >= before(self.state.max_steps)
+
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        self._epoch_micro_steps = len(loader) if has_length(loader) else None
+        return loader
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        step = self.state.global_step  # the micro-step's place in its update, which generation reads
+        self._in_update = self._in_update + 1 if self._update_seen == step else 0
+        self._update_seen = step
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def _train_constructions(self, batch: dict, chosen: DeferredRound, *, results, requests, pad_row: _Row,
                              synthesis_seconds: float, started: float, group_index: dict[str, int] | None) -> dict:
@@ -1173,6 +1192,20 @@ class TAPOTrainer(GRPOTrainer):
         with path.open("a") as out:
             for record in records:
                 out.write(json.dumps(record) + "\n")
+
+
+def micro_steps_before(update: int, *, accumulation: int, epoch_length: int | None) -> int:
+    """Micro-steps HF's loop trains before optimizer update `update` (0-based): an update takes `accumulation`
+    of them, except an epoch's last, which takes what the epoch's `epoch_length` (the train dataloader's
+    length; None without one: full updates only) has left.
+
+    >>> [micro_steps_before(u, accumulation=2, epoch_length=3) for u in range(5)]  # updates of 2, 1, 2, 1
+    [0, 2, 3, 5, 6]
+    """
+    if not epoch_length:
+        return update * accumulation
+    per_epoch = -(-epoch_length // accumulation)
+    return (update // per_epoch) * epoch_length + (update % per_epoch) * accumulation
 
 
 def _step_rest(metrics: dict[str, list[float]]) -> float:
