@@ -88,13 +88,13 @@ def arm_raw(recipe: dict, arm: str, *, model: str, steps: int, seed: int, smoke:
 
 def construction_stats(run_dir: Path, rows: list[dict]) -> dict:
     """Tries, built constructions, how many end right, synthesis tokens (a TAPO run's constructions.jsonl)."""
-    from tapo.report.data import CONSTRUCTIONS_FILE, iter_jsonl
+    from tapo.report.data import CONSTRUCTIONS_FILE, construction_counts, generation_rows, iter_jsonl
 
     path = run_dir / CONSTRUCTIONS_FILE
     records = [row for _, row in iter_jsonl(path)] if path.is_file() else []
-    tries = sum(row.get("tapo/pairs", 0.0) - row.get("tapo/deferred_dropped", 0.0) for row in rows)
+    _, tries = construction_counts(rows)
     right = sum(r["reward"] > 0 for r in records)
-    tokens = sum(row.get("tapo/synthesis_tokens", 0.0) for row in rows)
+    tokens = sum(row.get("tapo/synthesis_tokens", 0.0) for row in generation_rows(rows))
     return {
         "tries": int(tries), "built": len(records), "right": right,
         "built_per_try": len(records) / tries if tries else None,

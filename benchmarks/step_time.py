@@ -27,7 +27,7 @@ Columns, per arm:
   An HF generate call runs until its longest row ends, so the rollout phase's seconds follow it: once
   an arm's policy has moved, its rollouts (sampled from it) differ from GRPO's.
 - built/step: constructions built (records in constructions.jsonl) per step, over all steps.
-- built/try: built over the pairs sent to the constructor (`tapo/pairs` summed): `tapo/parsed_frac` over
+- built/try: built over the pairs sent to the constructor (`tapo/tried` summed): `tapo/parsed_frac` over
   the run. For splice, "(x spliced)" is the share of tries kept as true splices (the quote was found in
   y-); the other built ones came from the `self` fallback.
 - tok/built: generated synthesis tokens (`tapo/synthesis_tokens`: every try, failed ones included; locate
@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tapo.report.data import PHASES  # noqa: E402  (rollouts, synthesis, score, ots, update)
+from tapo.report.data import PHASES, construction_counts, generation_rows  # noqa: E402  (PHASES: rollouts, synthesis, score, ots, update)
 
 # Arm name -> what it sets in the `tapo:` section; None is the GRPO baseline.
 ARMS: dict[str, dict | None] = {
@@ -139,12 +139,11 @@ def arm_numbers(runs: list[tuple[list[dict], list[dict]]], *, strategy: str | No
            "longest_rollout_tokens": sum(longest) / len(longest) if longest else None}
     if strategy is None:
         return out
-    # A step that reuses a generation (num_iterations > 1) logs that generation's counters again, and 0 rollouts.
-    generations = [row for rows, _ in runs for row in rows
-                   if row.get("tapo/time/rollouts") is None or row["tapo/time/rollouts"] > 0]
+    # a step that reuses a generation logs that generation's counters again; the last generation of a deferred
+    # run drops the pairs it chose (never tried)
+    generations = generation_rows([row for rows, _ in runs for row in rows])
     records = [record for _, round_records in runs for record in round_records]
-    # pairs the last generation of a deferred run chose were dropped, never tried
-    tries = sum(row.get("tapo/pairs", 0.0) - row.get("tapo/deferred_dropped", 0.0) for row in generations)
+    _, tries = construction_counts(generations)
     tokens = sum(row.get("tapo/synthesis_tokens", 0.0) for row in generations)
     built, right = len(records), sum(r["reward"] > 0 for r in records)
     out["constructions"] = {

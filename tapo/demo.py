@@ -396,7 +396,7 @@ class DemoSummary:
     samples: int | None
     runs: int | None
     steps: int  # TAPO steps logged
-    tried: int  # construction pairs tried (sum of tapo/pairs)
+    tried: int  # construction pairs tried (tapo/tried of each generation)
     built: int  # constructions built (records of constructions.jsonl)
     steps_built: int  # steps that built at least one
     right: int  # built constructions whose final answer is right
@@ -439,7 +439,7 @@ def pick_example(records: Sequence[dict]) -> dict | None:
 
 def read_summary(root: str | Path) -> DemoSummary:
     """The summary's numbers from a demo folder's files (missing stages give None / 0)."""
-    from tapo.report.data import CONSTRUCTIONS_FILE, METRICS_FILE, read_jsonl
+    from tapo.report.data import CONSTRUCTIONS_FILE, METRICS_FILE, construction_counts, read_jsonl
 
     root = Path(root)
     before, protocol = _pass_at_1(root / EVAL_BEFORE_DIR)
@@ -450,7 +450,7 @@ def read_summary(root: str | Path) -> DemoSummary:
     return DemoSummary(
         root=root, pass_before=before, pass_after=after, problems=protocol.get("n_problems"),
         samples=protocol.get("samples"), runs=protocol.get("runs"),
-        steps=len(metrics), tried=sum(round(r.get("tapo/pairs", 0)) for r in metrics), built=len(records),
+        steps=len(metrics), tried=construction_counts(metrics)[1], built=len(records),
         steps_built=len({r.get("step") for r in records}), right=sum((r.get("reward") or 0) > 0 for r in records),
         example=pick_example(records), seconds=read_times(root / STAGES_FILE), report=root / REPORT_FILE,
     )

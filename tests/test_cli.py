@@ -169,7 +169,7 @@ def test_two_processes_with_groups_spanning_both(tmp_path):
         assert round(row["tapo/eligible_frac"] * queries_per_step, 6) == int(round(row["tapo/eligible_frac"] * queries_per_step))
     records = [json.loads(line) for line in (run / "constructions.jsonl").read_text().splitlines()]
     assert records, "no constructed trajectory was logged"
-    built = sum(round(r["tapo/pairs"] * r.get("tapo/parsed_frac", 0.0)) for r in rows)
+    built = sum(round(r.get("tapo/built", 0.0)) for r in rows)
     assert len(records) == built  # logged once, not once per process
     assert all(r["reward"] == 1.0 for r in records)
 

@@ -29,6 +29,7 @@ from tapo.engine.riders import (
     rows_sampled_apart,
 )
 from tapo.models import load_policy
+from tapo.report.data import construction_counts
 from tests.test_engine_paths import constructions
 from tests.test_tapo_trainer import make_trainer
 
@@ -436,6 +437,24 @@ def test_the_last_generation_is_known_when_an_epoch_ends_on_a_short_update(tmp_p
     assert trainer._pending is None
     dropped = [h["tapo/deferred_dropped"] for h in trainer.state.log_history if "tapo/deferred_dropped" in h]
     assert dropped and dropped[-1] > 0 and trainer.state.log_history[-2]["step"] == trainer.state.global_step
+    # every pair chosen was tried once (a generation later) or dropped: the counts the progress bar and reports sum
+    steps = trainer.state.log_history[:-1]
+    assert sum(h.get("tapo/tried", 0) for h in steps) == sum(h.get("tapo/pairs", 0) for h in steps) - sum(dropped)
+    assert construction_counts(steps) == (len(constructions(trainer)), sum(h.get("tapo/tried", 0) for h in steps))
+
+
+def test_steps_that_reuse_a_generation_count_its_constructions_once(tmp_path):
+    """steps_per_generation 2 over accumulation 1: every other step trains the second half of a generation and
+    logs that generation's counts again (0 s of rollouts); the built / tried counts take each generation once."""
+    trainer = deferred_trainer(tmp_path, steps_per_generation=2, gradient_accumulation_steps=1, max_steps=6)
+    trainer.train()
+    steps = trainer.state.log_history[:-1]
+    reused = [h for h in steps if h.get("tapo/time/rollouts") == 0.0]
+    assert len(reused) == 3 and all("tapo/pairs" in h for h in reused)
+    built, tried = construction_counts(steps)
+    assert built == len(constructions(trainer)) > 0
+    assert tried == sum(h.get("tapo/pairs", 0) - h.get("tapo/deferred_dropped", 0) for h in steps if h not in reused)
+    assert tried < sum(h.get("tapo/tried", 0) for h in steps)  # the repeated rows, which a plain sum counts twice
 
 
 def test_a_pending_file_from_another_world_size_is_refused(tmp_path):

@@ -165,7 +165,8 @@ def test_summary_numbers_come_from_the_run_files(tmp_path):
         (root / name).mkdir(parents=True)
         (root / name / "result.json").write_text(json.dumps(result(value)))
     (root / "tapo").mkdir()
-    metrics = [{"step": 1, "tapo/pairs": 4.0}, {"step": 2, "tapo/pairs": 3.0}, {"step": 3, "tapo/pairs": 0.0}]
+    metrics = [{"step": 1, "tapo/pairs": 4.0, "tapo/tried": 4.0}, {"step": 2, "tapo/pairs": 3.0, "tapo/tried": 3.0},
+               {"step": 3, "tapo/pairs": 0.0}]
     (root / "tapo" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
     records = [record(1, 1.0), record(1, 0.0), record(2, 1.0, text="no reflection here",
                                                      reflection_start_char=0, correction_start_char=0)]
@@ -272,7 +273,7 @@ def test_the_first_run_makes_every_stage_and_the_summary_matches_the_files(tiny_
     summary = (root / "summary.txt").read_text()
     assert summary.strip() == printed.strip().split("\n", printed.strip().count("\n") - summary.strip().count("\n"))[-1]
     assert f"cold start {100 * pass1(before):.1f}% -> after TAPO {100 * pass1(after):.1f}%" in summary
-    tried = sum(round(r["tapo/pairs"]) for r in metrics)
+    tried = sum(round(r.get("tapo/tried", 0)) for r in metrics)
     assert records and f"constructions built {len(records)} / attempted {tried}" in summary
     assert f"ended right: {sum(r['reward'] > 0 for r in records)} of {len(records)}" in summary
     assert "kept prefix  | " in summary and "reflection   | " in summary and "correction   | " in summary

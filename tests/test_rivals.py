@@ -60,8 +60,9 @@ def test_checkpoints_are_freed_and_tapo_counts_match_its_files(smoke):
     for arm in ("tapo", "tapo_fast"):
         c = parts(smoke)[arm]["constructions"]
         rows = [json.loads(line) for line in (smoke / "runs" / "seed0" / arm / "metrics.jsonl").read_text().splitlines()]
-        tries = sum(r.get("tapo/pairs", 0) - r.get("tapo/deferred_dropped", 0) for r in rows)
+        tries = sum(r.get("tapo/pairs", 0) - r.get("tapo/deferred_dropped", 0) for r in rows)  # no step reuses
         assert c["tries"] == round(tries) and c["tries"] > 0  # the policy was asked to construct
+        assert c["tries"] == round(sum(r.get("tapo/tried", 0) for r in rows))  # every chosen pair was tried once
         assert c["synthesis_tokens"] == round(sum(r.get("tapo/synthesis_tokens", 0) for r in rows))
 
 

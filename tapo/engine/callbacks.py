@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from tapo.report.data import METRICS_FILE, read_jsonl
+from tapo.report.data import METRICS_FILE, construction_counts, read_jsonl
 
 REWARD_KEY = "rewards/math_reward/mean"
 # TRL's SDPOTrainer logs the rollouts' mean reward and math_reward under names of its own; a metrics row
@@ -17,7 +17,7 @@ REWARD_KEY = "rewards/math_reward/mean"
 SDPO_REWARD_KEY = "self_distillation/reward_mean"
 SDPO_ACCURACY_KEY = "self_distillation/rewards/math_reward"
 # Shown on the training bar when present, in this order, under these short names; the bar adds
-# `built`, the constructions built / tried so far (from tapo/pairs and tapo/parsed_frac).
+# `built`, the constructions built / tried so far (tapo/built and tapo/tried of each generation).
 BAR_FIELDS = {
     "reward": "reward",
     SDPO_REWARD_KEY: "reward",
@@ -63,21 +63,6 @@ def metric_row(step: int, logs: dict) -> dict:
     return row
 
 
-def constructions_so_far(rows: list[dict]) -> tuple[int, int]:
-    """(built, tried) constructions over metrics rows: tried = tapo/pairs, built = pairs x tapo/parsed_frac.
-
-    >>> constructions_so_far([{"tapo/pairs": 4.0, "tapo/parsed_frac": 0.75}, {"tapo/pairs": 0.0}, {"loss": 1.0}])
-    (3, 4)
-    """
-    built = tried = 0
-    for row in rows:
-        pairs = row.get("tapo/pairs")
-        if isinstance(pairs, (int, float)):
-            tried += round(pairs)
-            built += round(pairs * row.get("tapo/parsed_frac", 0.0))
-    return built, tried
-
-
 class ProgressBarCallback(TrainerCallback):
     """A tqdm bar over optimizer steps whose postfix shows `fields` of each step's logs (short names),
     and for TAPO the constructions built / tried so far (counted from the run's metrics on a resume)."""
@@ -91,7 +76,7 @@ class ProgressBarCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             earlier, _ = read_jsonl(Path(args.output_dir) / METRICS_FILE)  # a resume's steps so far
-            self.built, self.tried = constructions_so_far([r for r in earlier if r.get("step", 0) <= state.global_step])
+            self.built, self.tried = construction_counts([r for r in earlier if r.get("step", 0) <= state.global_step])
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
                             dynamic_ncols=True)
 
@@ -104,7 +89,7 @@ class ProgressBarCallback(TrainerCallback):
             return
         shown = {short: f"{logs[key]:.3g}" for key, short in self.fields.items() if key in logs}
         if "tapo/pairs" in logs:
-            built, tried = constructions_so_far([logs])
+            built, tried = construction_counts([logs])
             self.built, self.tried = self.built + built, self.tried + tried
             shown["built"] = f"{self.built}/{self.tried}"
         if shown:

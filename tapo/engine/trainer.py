@@ -486,6 +486,12 @@ class TAPOTrainer(GRPOTrainer):
                 and not any(k in train for k in self._generation_metrics)):
             for name, value in self._generation_metrics.items():
                 train[name].append(0.0 if name.startswith(TIME_PREFIX) else value)
+        if self.model.training and "loss" in logs:
+            # A step can hold several generations (steps_per_generation < accumulation); TRL logs each key's
+            # mean over them, but counts and seconds add up (step_time is the whole step's): per step, totals.
+            steps = max(len(train.get(STEP_TIME_KEY, [])), 1)
+            for name in [name for name in train if _per_step_total(name)]:
+                train[name] = [sum(train[name]) / steps]
         if self.model.training and train.get(STEP_TIME_KEY) and train.get(f"{TIME_PREFIX}rollouts"):
             train[f"{TIME_PREFIX}update"] = [_step_rest(train)]
         super().log(logs, start_time)
@@ -699,6 +705,8 @@ class TAPOTrainer(GRPOTrainer):
         # why the others failed: tapo/failed/<reason>, a count over all processes, logged when nonzero
         failed = Counter(o for o in outcomes if o != "built")
         self._log_tapo(
+            tried=float(len(outcomes)),  # the pairs constructed now (deferred: the previous generation's)
+            built=float(n_built),
             parsed_frac=n_built / max(len(outcomes), 1),
             truncated_frac=truncated / max(len(outcomes), 1),
             no_marker_frac=sum(r["no_marker"] for r in records) / max(n_built, 1),
@@ -1194,6 +1202,11 @@ class TAPOTrainer(GRPOTrainer):
                 out.write(json.dumps(record) + "\n")
 
 
+# Counts and seconds of a generation; a step's metrics row holds their totals over its generations.
+STEP_TOTALS = frozenset(f"tapo/{name}" for name in (
+    "pairs", "tried", "built", "pending", "deferred_dropped", "synthesis_tokens", "synthesis_seconds"))
+
+
 def micro_steps_before(update: int, *, accumulation: int, epoch_length: int | None) -> int:
     """Micro-steps HF's loop trains before optimizer update `update` (0-based): an update takes `accumulation`
     of them, except an epoch's last, which takes what the epoch's `epoch_length` (the train dataloader's
@@ -1206,6 +1219,15 @@ def micro_steps_before(update: int, *, accumulation: int, epoch_length: int | No
         return update * accumulation
     per_epoch = -(-epoch_length // accumulation)
     return (update // per_epoch) * epoch_length + (update % per_epoch) * accumulation
+
+
+def _per_step_total(name: str) -> bool:
+    """Whether a metric is a count or a duration, logged per step as the total of its generations.
+
+    >>> [_per_step_total(n) for n in ("tapo/pairs", "tapo/failed/truncated", "tapo/time/ots", "tapo/parsed_frac")]
+    [True, True, True, False]
+    """
+    return name in STEP_TOTALS or name.startswith(("tapo/failed/", TIME_PREFIX))
 
 
 def _step_rest(metrics: dict[str, list[float]]) -> float:

@@ -98,6 +98,30 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
+def generation_rows(rows: list[dict]) -> list[dict]:
+    """The metrics rows of steps that generated: a step that reuses a generation (num_iterations > 1,
+    steps_per_generation > accumulation) logs that generation's tapo/* counts again, with 0 s of rollouts.
+
+    >>> [r["step"] for r in generation_rows([{"step": 1, "tapo/time/rollouts": 2.0}, {"step": 2, "tapo/time/rollouts": 0.0}, {"step": 3}])]
+    [1, 3]
+    """
+    return [row for row in rows if row.get(f"{TIME_PREFIX}rollouts") is None or row[f"{TIME_PREFIX}rollouts"] > 0]
+
+
+def construction_counts(rows: list[dict]) -> tuple[int, int]:
+    """(built, tried) constructions over metrics rows: `tapo/built` and `tapo/tried` of each generation, the
+    pairs whose construction ran (a deferred run's pairs ride to the next generation; the last one's are
+    dropped, `tapo/deferred_dropped`, never tried).
+
+    >>> construction_counts([{"tapo/tried": 4.0, "tapo/built": 3.0}, {"tapo/tried": 4.0, "tapo/built": 3.0,
+    ...                       "tapo/time/rollouts": 0.0}, {"loss": 1.0}])
+    (3, 4)
+    """
+    generated = generation_rows(rows)
+    return (round(sum(row.get("tapo/built", 0.0) for row in generated)),
+            round(sum(row.get("tapo/tried", 0.0) for row in generated)))
+
+
 def read_constructions(path: str | Path, *, keep_last: int) -> tuple[list[dict], int]:
     """The last `keep_last` records of constructions.jsonl and the total count; each needs a string "text"."""
     kept: deque[dict] = deque(maxlen=max(keep_last, 0))
