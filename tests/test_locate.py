@@ -64,6 +64,21 @@ def test_the_located_step_is_the_one_with_the_spike_and_the_cut_ends_its_line(to
     assert surprise_scores(plain, privileged)[cut.token] == pytest.approx(5.9)
 
 
+def test_a_spike_on_any_byte_of_a_split_character_places_the_cut(tok):
+    """Byte-level BPE writes "−" (3 bytes) as 3 tokens, of which only the first moves the decoded text's
+    length; a spike on its last byte still locates the step that holds it."""
+    text = "Step 1: 3 × 4 = 12\nStep 2: 12 − 2 = 9"
+    ids = tok.encode(text, add_special_tokens=False)
+    ends = token_ends(tok, ids)
+    minus = [k for k in range(1, len(ids)) if ends[k] == ends[k - 1] and ends[k] > len("Step 1: 3 × 4 = 12\n")]
+    assert len(minus) == 2, [(tok.decode([i]), e) for i, e in zip(ids, ends)]  # the 2 tokens that add nothing
+    plain = [-0.1] * len(ids)
+    privileged = list(plain)
+    privileged[minus[-1]] = -9.0
+    cut = locate_by_surprise(plain, privileged, tok.decode(ids), ends, threshold=1.0)
+    assert cut is not None and cut.unit == 1 and cut.token == minus[-1]
+
+
 def test_the_first_spike_wins_over_a_larger_later_one(tok):
     ids = tok.encode(WRONG, add_special_tokens=False)
     text = tok.decode(ids)

@@ -162,15 +162,22 @@ def token_units(text: str, ends: Sequence[int], spans: Sequence[tuple[int, int]]
     """The unit of each token: the first span its characters text[ends[k-1]:ends[k]] overlap; None for none.
 
     A token of white space only (a line break, a space that is its own token) belongs to no unit
-    and so never places a mistake.
+    and so never places a mistake. A token that adds no character (byte-level BPE splits a character
+    such as "−" over several tokens; only the first moves `ends`) belongs to the unit of the character
+    it helps complete, so a surprise on any of its bytes counts.
 
     >>> # "ab cd\\nef" in tokens "ab", " ", "cd", "\\n", "ef"; units "ab cd" (0, 5) and "ef" (6, 8)
     >>> token_units("ab cd\\nef", [2, 3, 5, 6, 8], [(0, 5), (6, 8)])
     [0, None, 0, None, 1]
+    >>> token_units("a\\n−b", [1, 2, 3, 3, 4], [(0, 1), (2, 4)])  # "−" in two tokens
+    [0, None, 1, 1, 1]
     """
     units: list[int | None] = []
     u, start = 0, 0
     for end in ends:
+        if end <= start and end > 0:  # no new character: the one at end - 1 is (part) this token's
+            units.append(next((i for i, (a, b) in enumerate(spans) if a < end <= b and text[end - 1].strip()), None))
+            continue
         while u < len(spans) and spans[u][1] <= start:
             u += 1
         inside = u < len(spans) and spans[u][0] < end and start < spans[u][1] and text[start:end].strip() != ""
