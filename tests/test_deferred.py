@@ -457,6 +457,17 @@ def test_steps_that_reuse_a_generation_count_its_constructions_once(tmp_path):
     assert tried < sum(h.get("tapo/tried", 0) for h in steps)  # the repeated rows, which a plain sum counts twice
 
 
+def test_a_checkpoint_without_pending_pairs_resumes_with_none(tmp_path):
+    """A checkpoint of an inline run (no pending file) resumed with deferred: a warning, and no round to train."""
+    deferred_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=1).train()
+    (tmp_path / "checkpoint-1" / PENDING_FILE.format(rank=0)).unlink()
+    resumed = deferred_trainer(tmp_path, max_steps=2, save_strategy="no")
+    with pytest.warns(UserWarning, match="lacks some process's pending construction pairs"):
+        resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    step2 = next(h for h in resumed.state.log_history if h.get("step") == 2)
+    assert "tapo/tried" not in step2  # step 2 built nothing: no pairs were taken back
+
+
 def test_a_pending_file_from_another_world_size_is_refused(tmp_path):
     round_ = DeferredRound(step=1, world_size=2, slots=0, pairs=[], group_rewards={}, rollout_rewards=[],
                            items=[], inputs=[], prompt_ids=[])

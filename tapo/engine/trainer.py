@@ -503,9 +503,10 @@ class TAPOTrainer(GRPOTrainer):
                       else resume_from_checkpoint)
             if folder is not None:
                 found, self._pending = load_pending(folder, self.accelerator.process_index, self.accelerator.num_processes)
-                if not found:
-                    warnings.warn(f"{folder} holds no pending construction pairs (saved by an inline run?); the "
-                                  "deferred schedule starts with none", stacklevel=2)
+                if not all(gather_object([found])):  # every process takes its share back, or none does (collectives)
+                    self._pending = None
+                    warnings.warn(f"{folder} lacks some process's pending construction pairs (saved by an inline "
+                                  "run?); the deferred schedule starts with none", stacklevel=2)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
