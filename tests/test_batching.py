@@ -277,6 +277,24 @@ def test_append_rows_token_importance_ratio_gets_ones():
     assert out["importance_sampling_ratio"].dtype == ratio.dtype
     assert torch.equal(out["importance_sampling_ratio"][:B, :T], ratio)
     assert (out["importance_sampling_ratio"][B:] == 1).all()
+    # the rollouts' new columns hold 1, as TRL's own padding does: VESPO sums log(ratio) over every position
+    assert (out["importance_sampling_ratio"][:B, T:] == 1).all()
+
+
+def test_vespo_weights_of_rollouts_are_unchanged_by_wider_constructed_rows():
+    """TRL's VESPO weight of a rollout row, from the batch alone and from the batch with constructed rows
+    appended (wider than the rollouts): the same."""
+    from trl import GRPOTrainer
+
+    ratio = torch.ones(B, T)  # TRL's token-level ratio on on-policy rows: exp(0), also on the padding
+    batch = trl_batch(importance_sampling_ratio=ratio)
+    out = append_rows(batch, **constructed(**MIXED), pad_token_id=PAD)
+    advantages = batch["advantages"].unsqueeze(1).expand(B, T)  # [B, T]
+    alone = GRPOTrainer.get_gamma_weights(advantages, torch.zeros(B, T), batch["completion_mask"].float(), ratio)
+    width = out["completion_ids"].size(1)
+    joined = GRPOTrainer.get_gamma_weights(out["advantages"], torch.zeros(B + 2, width),
+                                           out["completion_mask"].float(), out["importance_sampling_ratio"])
+    assert torch.allclose(joined[:B, :T], alone)
 
 
 def test_append_rows_tool_mask_is_ones_on_new_rows():

@@ -107,7 +107,8 @@ def append_rows(
         out["importance_sampling_ratio"] = (
             torch.cat([ratio, ones.to(ratio)], dim=0)
             if ratio.size(1) == 1
-            else cat(ratio, ones, side="right", width=width_t, value=0.0)
+            else cat(ratio, ones, side="right", width=width_t, value=1.0)  # 1 as TRL's own padding: VESPO sums
+            # log(ratio) over every position, masked or not
         )
     if "tool_mask" in batch:
         out["tool_mask"] = cat(batch["tool_mask"], torch.ones_like(completion_mask), side="right", width=width_t, value=1)
