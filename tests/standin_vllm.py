@@ -236,6 +236,7 @@ class StandInVLLMClient:
             kinds.append(kind)
         self.calls.append(_record(prompts, kinds, params["n"], params["max_tokens"], params["temperature"],
                                   params["top_p"], completions=completion_ids, **ending))
+        self.calls[-1]["regex"] = structured_outputs_regex  # the request's output constraint
         return {
             "prompt_ids": [list(p) for p in prompts],
             "completion_ids": completion_ids,

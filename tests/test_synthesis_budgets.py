@@ -321,6 +321,28 @@ def test_vllm_gets_each_phases_budget_and_stop_and_outputs_end_at_the_stop(tmp_p
     assert (restored.max_completion_length, restored.generation_kwargs) == (mcl, {})
 
 
+def test_vllm_synthesis_keeps_its_own_sampling_over_the_rollouts_generation_kwargs(tmp_path, standin):
+    """The rollouts' top_p, stop and output regex (vllm_structured_outputs_regex, or kwargs vLLM lets override
+    the named parameters) stay theirs: every synthesis call gets the synthesis top-p, its phase's stop (none
+    for a continuation) and no regex, and the rollouts keep all three."""
+    standin.install(load_policy("builtin:tiny-arith")[1], quote_not_found_every=2)
+    trainer = make_trainer(tmp_path, use_vllm=True, vllm_mode="server", construction="splice",
+                           max_completion_length=40, synthesis_extra_tokens=200, splice_locate_tokens=64,
+                           generation_kwargs={"top_p": 0.9, "stop": ["</answer>"], "min_tokens": 1},
+                           vllm_structured_outputs_regex=r"(.|\n)*")
+    augmented_batch(trainer)
+    calls = trainer.vllm_generation.vllm_client.calls
+    expected_stop = {"rollout": ["</answer>"], "continue": None, "self": [SELF_STOP], "locate": [LOCATE_STOP]}
+    for call in calls:
+        [kind] = set(call["kinds"])
+        rollout = kind == "rollout"
+        assert call["stop"] == expected_stop[kind], kind
+        assert (call["top_p"], call["regex"]) == ((0.9, r"(.|\n)*") if rollout else (0.95, None)), kind
+    assert {k for call in calls for k in call["kinds"]} == {"rollout", "locate", "continue", "self"}
+    restored = trainer.vllm_generation
+    assert restored.generation_kwargs["top_p"] == 0.9 and restored.structured_outputs_regex == r"(.|\n)*"
+
+
 def test_splice_phases_share_one_hf_call_each_row_with_its_own_budget_and_stop(tmp_path, monkeypatch):
     """On HF generate, splice's continuations and its self fallbacks are one call (the phases cost the longest
     of them, not the sum): each row ends at its own phase's budget or right after its own stop string, and gets

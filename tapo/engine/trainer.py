@@ -972,7 +972,8 @@ class TAPOTrainer(GRPOTrainer):
         """For the duration of one call: the synthesis temperature and top-p, this budget, these stop strings.
 
         vLLM (colocate and server) gets `stop` and `include_stop_str_in_output` through its
-        generation kwargs. HF generate gets `stop_strings` in the generation config and, since
+        generation kwargs, without the rollouts' sampling, stop and output-format keys there
+        (`ROLLOUT_ONLY_VLLM_KWARGS`) or their `vllm_structured_outputs_regex`. HF generate gets `stop_strings` in the generation config and, since
         transformers builds its stop-string criterion only from a tokenizer passed to `generate`,
         the tokenizer too (`_tokenizer_reaches_generate`). Everything is restored on exit, also on
         error, so rollouts never see any of it. transformers' continuous batching takes no stop
@@ -983,10 +984,13 @@ class TAPOTrainer(GRPOTrainer):
         hf_stops = bool(stops) and not self.use_vllm and not self.use_transformers_continuous_batching
         if self.use_vllm:
             target = self.vllm_generation
-            values = {**sampling, "max_completion_length": max_tokens}
+            # vLLM lets generation_kwargs override the named parameters, and the rollouts' output constraint
+            # (a regex) would bind every synthesis to the answer format: those stay the rollouts'
+            kwargs = {k: v for k, v in target.generation_kwargs.items() if k not in ROLLOUT_ONLY_VLLM_KWARGS}
             if stops:
-                values["generation_kwargs"] = {**target.generation_kwargs, "stop": list(stops),
-                                               "include_stop_str_in_output": True}
+                kwargs.update(stop=list(stops), include_stop_str_in_output=True)
+            values = {**sampling, "max_completion_length": max_tokens, "generation_kwargs": kwargs,
+                      "structured_outputs_regex": None}
         else:
             target = self.generation_config
             values = {**sampling, "max_new_tokens": max_tokens}
@@ -1202,6 +1206,11 @@ class TAPOTrainer(GRPOTrainer):
             for record in records:
                 out.write(json.dumps(record) + "\n")
 
+
+# Rollout generation_kwargs a synthesis call does not inherit on vLLM: its sampling and budget are its own, it
+# ends at eos or its own stop strings, and it writes its own format.
+ROLLOUT_ONLY_VLLM_KWARGS = frozenset(("temperature", "top_p", "max_tokens", "stop", "include_stop_str_in_output",
+                                      "structured_outputs", "guided_decoding"))
 
 # Counts and seconds of a generation; a step's metrics row holds their totals over its generations.
 STEP_TOTALS = frozenset(f"tapo/{name}" for name in (
