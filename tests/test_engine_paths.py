@@ -146,6 +146,27 @@ def test_entropy_quantile_and_metrics_stay_about_rollouts(tmp_path):
     assert metrics["tapo/clip_ratio"] and metrics["clip_ratio/region_mean"]
 
 
+def test_what_reward_functions_log_while_scoring_constructions_is_not_the_next_steps(tmp_path):
+    """TRL's log_metric / log_extra kwargs: the rollouts' values are flushed with their own step; the calls made
+    while TAPO scores the constructed rows leave nothing pending for the next generation's rollouts."""
+    from tests.test_tapo_trainer import checksum_reward
+
+    seen: list[int] = []
+
+    def logging_reward(completions, log_metric=None, log_extra=None, **kwargs):
+        seen.append(len(completions))
+        log_metric("mine/rows", float(len(completions)))
+        log_extra("mine", [f"rows {len(completions)}"] * len(completions))
+        return checksum_reward(completions)
+
+    trainer = make_trainer(tmp_path)
+    trainer.reward_funcs = [logging_reward]
+    _, batch = augmented_batch(trainer)
+    assert len(seen) == 2 and (batch[ROW_KIND_KEY] == CONSTRUCTED).sum() > 0  # rollouts, then constructed rows
+    assert not trainer._pending_metrics and not trainer._pending_extra_logs
+    assert trainer._metrics["train"]["mine/rows"] == [float(seen[0])]  # the rollouts' call, logged at its step
+
+
 def test_ref_baseline_with_the_mixed_ablation_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="decoupled: false"):
         make_trainer(tmp_path, decoupled=False, ref_baseline="original")

@@ -22,7 +22,7 @@ import functools
 import json
 import time
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -649,7 +649,14 @@ class TAPOTrainer(GRPOTrainer):
         slot_ids = [list(t.token_ids) if t else [] for t in built]
         prompts = [x["prompt"] for x in slot_inputs]
         completions = [_as_completion(text, prompt) for text, prompt in zip(slot_texts, prompts, strict=True)]
-        per_func = self._calculate_rewards(slot_inputs, prompts, completions, slot_ids)
+        # what reward functions log (log_metric, log_extra) is about the rollouts: TRL flushes it with the next
+        # generation's, so the constructed rows' would land in that step's metrics and completions table
+        logged = self._pending_metrics, self._pending_extra_logs
+        self._pending_metrics, self._pending_extra_logs = defaultdict(list), defaultdict(list)
+        try:
+            per_func = self._calculate_rewards(slot_inputs, prompts, completions, slot_ids)
+        finally:
+            self._pending_metrics, self._pending_extra_logs = logged
         rewards = (per_func * self.reward_weights.to(per_func.device)).nansum(dim=1)  # [slots * world]
         used = gather(torch.tensor([t is not None for t in built], device=self.accelerator.device))  # [slots * world]
         self._rollout_rewards = None  # the rollouts' rewards were consumed by the parent already
