@@ -167,6 +167,28 @@ def test_what_reward_functions_log_while_scoring_constructions_is_not_the_next_s
     assert trainer._metrics["train"]["mine/rows"] == [float(seen[0])]  # the rollouts' call, logged at its step
 
 
+def test_a_construction_no_reward_function_scores_is_not_trained(tmp_path):
+    """Every reward function returns None for the constructed rows (TRL's "unscorable"): they are not trained
+    (TRL gives such a rollout advantage 0) and count as failures, not as wrong answers in a reflection group."""
+    from tests.test_tapo_trainer import checksum_reward
+
+    calls: list[int] = []
+
+    def scores_only_rollouts(completions, **kwargs):
+        calls.append(len(completions))
+        return checksum_reward(completions) if len(calls) == 1 else [None] * len(completions)
+
+    trainer = make_trainer(tmp_path)
+    trainer.reward_funcs = [scores_only_rollouts]
+    _, batch = augmented_batch(trainer)
+    kinds = batch[ROW_KIND_KEY]
+    assert len(calls) == 2 and (kinds == PADDING).sum() > 0 and (kinds == CONSTRUCTED).sum() == 0
+    metrics = {name: values[-1] for name, values in trainer._metrics["train"].items()}
+    failed = {name: value for name, value in metrics.items() if name.startswith("tapo/failed/")}
+    assert metrics["tapo/built"] == 0 and metrics["tapo/failed/unscorable"] > 0, failed
+    assert sum(failed.values()) == metrics["tapo/tried"] > 0  # the built ones all became "unscorable"
+
+
 def test_ref_baseline_with_the_mixed_ablation_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="decoupled: false"):
         make_trainer(tmp_path, decoupled=False, ref_baseline="original")

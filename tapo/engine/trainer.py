@@ -658,6 +658,12 @@ class TAPOTrainer(GRPOTrainer):
         finally:
             self._pending_metrics, self._pending_extra_logs = logged
         rewards = (per_func * self.reward_weights.to(per_func.device)).nansum(dim=1)  # [slots * world]
+        # a construction no reward function scores (all None) carries no signal, as TRL zeroes such a rollout's
+        # advantage: it is not trained, and counts as a failure ("unscorable")
+        unscorable = torch.isnan(per_func).all(dim=1)[start : start + slots].tolist()  # this process's slots
+        unscored = [u and t is not None for u, t in zip(unscorable, built, strict=True)]
+        built = [None if u else t for u, t in zip(unscored, built, strict=True)]
+        slot_ids = [list(t.token_ids) if t else [] for t in built]
         used = gather(torch.tensor([t is not None for t in built], device=self.accelerator.device))  # [slots * world]
         self._rollout_rewards = None  # the rollouts' rewards were consumed by the parent already
         score_seconds = time.perf_counter() - score_started
@@ -705,7 +711,8 @@ class TAPOTrainer(GRPOTrainer):
         records = [self._record(t, rewards[start + i].item(), local_adv[i], weights[i], mask[i], requests[i])
                    for i, t in enumerate(built) if t is not None]
         records = gather_object(records)
-        outcomes = gather_object([getattr(r, "reason", "built") for r in results])
+        outcomes = gather_object(["unscorable" if unscored[i] else getattr(r, "reason", "built")
+                                  for i, r in enumerate(results)])
         tokens = sum(gather_object([synthesis_tokens]))
         n_built = len(records)
         fidelities = [r["prefix_fidelity"] for r in records if r["prefix_fidelity"] is not None]
