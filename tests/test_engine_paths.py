@@ -189,6 +189,29 @@ def test_a_construction_no_reward_function_scores_is_not_trained(tmp_path):
     assert sum(failed.values()) == metrics["tapo/tried"] > 0  # the built ones all became "unscorable"
 
 
+def test_an_unscorable_rollout_is_never_y_minus_or_y_plus(tmp_path):
+    """A rollout no reward function scores (None) is TRL's "unscorable": selection puts it on neither side, so
+    no construction pairs it (it would otherwise count as a wrong answer, reward 0)."""
+    import zlib
+
+    from tests.test_tapo_trainer import checksum_reward
+
+    unscorable: set[str] = set()
+
+    def scores_some(completions, **kwargs):
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        skip = [zlib.crc32(t.encode()) % 3 == 0 for t in texts]  # by text: equal texts are treated alike
+        unscorable.update(t for t, s in zip(texts, skip) if s)
+        return [None if s else r for s, r in zip(skip, checksum_reward(completions))]
+
+    trainer = make_trainer(tmp_path, n_neg=1, m_max=8)  # every wrong answer of an eligible group is a y-
+    trainer.reward_funcs = [scores_some]
+    augmented_batch(trainer)
+    records = constructions(trainer)
+    assert records and unscorable
+    assert not any(r["negative"] in unscorable or r["positive"] in unscorable for r in records)
+
+
 def test_ref_baseline_with_the_mixed_ablation_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="decoupled: false"):
         make_trainer(tmp_path, decoupled=False, ref_baseline="original")

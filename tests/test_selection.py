@@ -23,9 +23,10 @@ def test_split_group_counts_nonpositive_as_incorrect():
     assert split_group([1.0, 0.0, 0.5, -1.0, 0]) == ([0, 2], [1, 3, 4])
 
 
-def test_split_group_rejects_nan():
-    with pytest.raises(ValueError, match="reward 1 .* NaN"):
-        split_group([1.0, float("nan")])
+def test_split_group_leaves_unscorable_rollouts_out():
+    nan = float("nan")
+    assert split_group([1.0, nan, 0.0, nan]) == ([0], [2])
+    assert not is_eligible([1.0, nan, nan, 0.0], n_pos=1, n_neg=2)  # a NaN is not a wrong answer
 
 
 @pytest.mark.parametrize(

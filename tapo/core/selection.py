@@ -21,16 +21,20 @@ from tapo.core.types import ConstructionPair
 def split_group(rewards: Sequence[float]) -> tuple[list[int], list[int]]:
     """Indices of the correct (reward > 0) and incorrect (reward <= 0) rollouts of one group.
 
+    A NaN reward is a rollout no reward function could score (TRL's "unscorable": every function
+    returned None); it is in neither list, so it is never y- or y+ and counts toward no threshold.
+
     >>> split_group([1.0, 0.0, 0.5, -1.0])
     ([0, 2], [1, 3])
+    >>> split_group([1.0, float("nan"), 0.0])
+    ([0], [2])
     """
     positives: list[int] = []
     negatives: list[int] = []
     for i, reward in enumerate(rewards):
         reward = float(reward)
-        if math.isnan(reward):
-            raise ValueError(f"reward {i} of the group is NaN; every rollout needs a numeric score")
-        (positives if reward > 0 else negatives).append(i)
+        if not math.isnan(reward):
+            (positives if reward > 0 else negatives).append(i)
     return positives, negatives
 
 

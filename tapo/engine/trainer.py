@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -419,7 +420,11 @@ class TAPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._rollout_rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        # a rollout no reward function scores (all None) is NaN, as TRL marks it: in no side of selection
+        # and in no baseline (TRL leaves it out of its group's and gives it advantage 0)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        self._rollout_rewards = rewards
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -812,24 +817,26 @@ class TAPOTrainer(GRPOTrainer):
                 by_group.setdefault(pair.query_id, []).append(slot)
         options = self._advantage_options()
         ref_rewards_all = [rewards[s] for slots in by_group.values() for s in slots]
+        scored_rollouts = [r for r in rollout_rewards if not math.isnan(r)]  # unscorable ones are in no baseline
         batch_scaled = self.scale_rewards == "batch"
         ref_adv = [0.0] * len(all_pairs)
         degenerate = 0
         for key, slots in by_group.items():
             ref_rewards = [rewards[s] for s in slots]
-            original = group_rewards[key]
+            original = [r for r in group_rewards[key] if not math.isnan(r)]
             degenerate += is_degenerate(ref_rewards)
             if cfg.decoupled:
-                pool = rollout_rewards if cfg.ref_baseline == "original" else ref_rewards_all
+                pool = scored_rollouts if cfg.ref_baseline == "original" else ref_rewards_all
                 std = batch_std(pool) if batch_scaled else None
                 values = reflection_advantages(
                     ref_rewards, baseline=cfg.ref_baseline, original_rewards=original, std=std, **options
                 )
             else:  # ablation: one mixed group; the original rollouts' advantages are recomputed with it
-                std = batch_std(list(rollout_rewards) + ref_rewards_all) if batch_scaled else None
-                mixed = group_advantages(original + ref_rewards, std=std, **options)
-                values = mixed[len(original):]
-                batch = self._overwrite_group_advantages(batch, group_index[key], mixed[: len(original)])
+                std = batch_std(scored_rollouts + ref_rewards_all) if batch_scaled else None
+                mixed = iter(group_advantages(original + ref_rewards, std=std, **options))
+                rollout_values = [0.0 if math.isnan(r) else next(mixed) for r in group_rewards[key]]
+                values = list(mixed)
+                batch = self._overwrite_group_advantages(batch, group_index[key], rollout_values)
             for s, v in zip(slots, values, strict=True):
                 ref_adv[s] = v
         return ref_adv, degenerate, len(by_group), batch
