@@ -19,7 +19,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 
 from tapo.core import PendingConstruction
 from tapo.core.constructors import chat_prompt_ids
-from tapo.engine.deferred import PENDING_FILE, DeferredRound, load_pending, save_pending
+from tapo.engine.deferred import PENDING_FILE, DeferredRound, load_pending, micro_steps_before, save_pending
 from tapo.engine.riders import (
     RowLimits,
     RowwiseProcessor,
@@ -420,6 +420,21 @@ def test_a_checkpoint_is_complete_only_with_its_pending_pairs(tmp_path, monkeypa
     assert not (tmp_path / "checkpoint-2" / "trainer_state.json").exists()
     found, pending = load_pending(last_checkpoint(tmp_path), 0, 1)
     assert last_checkpoint(tmp_path).name == "checkpoint-1" and found and pending.items
+
+
+def test_micro_steps_before_an_update_follow_hfs_short_last_update_of_an_epoch():
+    assert [micro_steps_before(u, accumulation=2, epoch_length=3) for u in range(5)] == [0, 2, 3, 5, 6]
+    assert [micro_steps_before(u, accumulation=3, epoch_length=8) for u in range(5)] == [0, 3, 6, 8, 11]
+    assert [micro_steps_before(u, accumulation=2, epoch_length=4) for u in range(3)] == [0, 2, 4]  # even epochs
+    assert micro_steps_before(5, accumulation=4, epoch_length=None) == 20  # no length: full updates
+
+
+def test_step_totals_are_the_counts_and_durations():
+    from tapo.engine.trainer import _per_step_total
+
+    totals = ["tapo/pairs", "tapo/tried", "tapo/built", "tapo/failed/truncated", "tapo/time/ots", "tapo/synthesis_tokens"]
+    means = ["tapo/parsed_frac", "tapo/eligible_frac", "tapo/ots_w_mean", "reward", "loss"]
+    assert all(map(_per_step_total, totals)) and not any(map(_per_step_total, means))
 
 
 @pytest.mark.parametrize("length", [dict(max_steps=-1, num_train_epochs=1), dict(max_steps=4)])

@@ -98,3 +98,17 @@ def load_pending(folder: str | Path, rank: int, world_size: int) -> tuple[bool, 
             f"resume with {pending.world_size} processes"
         )
     return True, pending
+
+
+def micro_steps_before(update: int, *, accumulation: int, epoch_length: int | None) -> int:
+    """Micro-steps HF's loop trains before optimizer update `update` (0-based): an update takes `accumulation`
+    of them, except an epoch's last, which takes what the epoch's `epoch_length` (the train dataloader's
+    length; None without one: full updates only) has left.
+
+    >>> [micro_steps_before(u, accumulation=2, epoch_length=3) for u in range(5)]  # updates of 2, 1, 2, 1
+    [0, 2, 3, 5, 6]
+    """
+    if not epoch_length:
+        return update * accumulation
+    per_epoch = -(-epoch_length // accumulation)
+    return (update // per_epoch) * epoch_length + (update % per_epoch) * accumulation

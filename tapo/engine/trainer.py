@@ -73,7 +73,7 @@ from tapo.core.synthesis import (
     correction_start_char,
 )
 from tapo.engine.buckets import score_by_length
-from tapo.engine.deferred import DeferredRound, load_pending, save_pending
+from tapo.engine.deferred import DeferredRound, load_pending, micro_steps_before, save_pending
 from tapo.engine.riders import prefilled_apart, rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
 from tapo.tensors import stack_rows
@@ -1236,20 +1236,6 @@ ROLLOUT_ONLY_VLLM_KWARGS = frozenset(("temperature", "top_p", "max_tokens", "sto
 # Counts and seconds of a generation; a step's metrics row holds their totals over its generations.
 STEP_TOTALS = frozenset(f"tapo/{name}" for name in (
     "pairs", "tried", "built", "pending", "deferred_dropped", "synthesis_tokens", "synthesis_seconds"))
-
-
-def micro_steps_before(update: int, *, accumulation: int, epoch_length: int | None) -> int:
-    """Micro-steps HF's loop trains before optimizer update `update` (0-based): an update takes `accumulation`
-    of them, except an epoch's last, which takes what the epoch's `epoch_length` (the train dataloader's
-    length; None without one: full updates only) has left.
-
-    >>> [micro_steps_before(u, accumulation=2, epoch_length=3) for u in range(5)]  # updates of 2, 1, 2, 1
-    [0, 2, 3, 5, 6]
-    """
-    if not epoch_length:
-        return update * accumulation
-    per_epoch = -(-epoch_length // accumulation)
-    return (update // per_epoch) * epoch_length + (update % per_epoch) * accumulation
 
 
 def _per_step_total(name: str) -> bool:
