@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tapo.cli demo --config recipes/demo-pipeline.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests --doctest-modules tapo/core -q
+	$(BIN)/python -m pytest tests --doctest-modules tapo -q
 
 clean:
 	rm -rf $(VENV) runs
