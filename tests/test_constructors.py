@@ -340,6 +340,17 @@ def test_splice_cut_covers_a_quote_that_ends_inside_a_token():
     assert result.text.startswith(f"{LINE1}\n{LINE2}\nS Wait, let me double-check")
 
 
+def test_splice_cut_never_splits_a_character_or_a_number(tok):
+    """The quote ends inside a byte-split character ("−") or is found only inside numbers ("7-4=7" in
+    "17 - 4 = 71"): the kept prefix ends with the whole character, the whole number."""
+    negative = "Step 1: 9 − 2 = 7\nStep 2: 17 - 4 = 71\nThe answer is \\boxed{71}."
+    for quote, kept in (("Step 1: 9 −", "Step 1: 9 −"), ("7-4=7", "Step 1: 9 − 2 = 7\nStep 2: 17 - 4 = 71")):
+        generate = ScriptedGenerate(tok, [f"<quote>{quote}</quote>\n<analysis>x</analysis>"], [CONTINUATION])
+        [result] = SpliceConstructor(tokenizer=tok, generate=generate).construct([request(tok, negative=negative)])
+        assert result.strategy == "splice", result
+        assert tok.decode(list(result.token_ids[: result.prefix_tokens])) == kept, quote
+
+
 def test_splice_drops_a_truncated_continuation(tok):
     cut_short = tok.encode(": 19 * 3 is 57", add_special_tokens=False)  # no eos: the token limit stopped it
     generate = ScriptedGenerate(tok, [LOCATE], [cut_short])

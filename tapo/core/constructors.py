@@ -37,8 +37,8 @@ marked `extra["truncated"]`, as TRL keeps a truncated rollout.
 Character positions are mapped to token boundaries through decoded prefixes: with L(k) =
 len(decode(ids[:k])), `tokens_covering(end)` is the smallest k with L(k) >= end and
 `tokens_within(end)` the largest k with L(k) <= end. Both binary-search, assuming L grows with k
-(true for byte-level BPE up to partial multi-byte characters, where the search still returns a
-boundary that crosses `end`).
+(true for byte-level BPE up to partial multi-byte characters: a prefix that ends inside one decodes
+to a replacement character, so a splice cut is extended to the character's end, `whole_characters`).
 """
 
 from __future__ import annotations
@@ -192,6 +192,22 @@ def tokens_within(tokenizer: Any, ids: Sequence[int], end: int) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def whole_characters(tokenizer: Any, ids: Sequence[int], k: int) -> int:
+    """`k`, or more while ids[:k] ends inside a character: byte-level BPE writes a character such as "−" over
+    several tokens, and a prefix that stops after its first byte decodes to a replacement character "\ufffd".
+
+    >>> from tapo.models import build_tiny_tokenizer
+    >>> tok = build_tiny_tokenizer()
+    >>> ids = tok.encode("5 − 2", add_special_tokens=False)
+    >>> k = next(k for k in range(len(ids)) if tok.decode(ids[:k]).endswith("\ufffd"))  # inside "−"
+    >>> tok.decode(ids[: whole_characters(tok, ids, k)])
+    '5 −'
+    """
+    while k < len(ids) and tokenizer.decode(list(ids[:k]), skip_special_tokens=True).endswith("\ufffd"):
+        k += 1
+    return k
 
 
 def cut_after_stop(tokenizer: Any, ids: Sequence[int], stops: Sequence[str]) -> list[int]:
@@ -466,7 +482,7 @@ class SpliceConstructor:
         end = find_quote_end(quote, negative)
         if end is None:
             return "quote_not_found"
-        kept = kept_all[: tokens_covering(self.tokenizer, kept_all, end)]
+        kept = kept_all[: whole_characters(self.tokenizer, kept_all, tokens_covering(self.tokenizer, kept_all, end))]
         opener = seed_reflection(self.tokenizer.decode(kept, skip_special_tokens=True), opener=self.opener)
         return SpliceCut(
             kept_ids=tuple(kept),

@@ -237,8 +237,12 @@ def cut_after_unit(text: str, ends: Sequence[int], span_end: int) -> int:
     >>> k = cut_after_unit(text, ends, text.index("11") + 2)  # the unit "Step 2: 5 * 2 = 11" ends there
     >>> k, text[: ends[k - 1]].endswith("= 11\\n")
     (18, True)
+    >>> cut_after_unit("a 90°\\nb", [1, 4, 5, 5, 6, 7], 5)  # "°" in two tokens (the second adds nothing)
+    5
     """
     k = next((i + 1 for i, end in enumerate(ends) if end >= span_end), len(ends))
+    while 0 < k < len(ends) and ends[k] <= ends[k - 1]:  # the rest of a character split over byte tokens
+        k += 1
     if k < len(ends) and k > 0 and ends[k - 1] == span_end:
         piece = text[ends[k - 1] : ends[k]]
         if piece and piece.strip() == "" and "\n" in piece:

@@ -315,11 +315,19 @@ def find_quote_end(quote: str, text: str) -> int | None:
     Tried in order: the exact quote (outer white space stripped); the quote with white space runs
     collapsed, matched against the text collapsed the same way; the quote with all white space
     removed (`3+4=7` finds `3 + 4 = 7`); then the same three without wrapping quotation marks.
-    Normalized matches are mapped back to indices of the original text.
+    Normalized matches are mapped back to indices of the original text. A cut must not split a
+    number or a word: the first occurrence that neither starts nor ends inside a run of letters and
+    digits is taken, else the first one, extended to the end of the run it stops in.
 
     >>> text = "First, 3 + 4 = 7.  Then\\n7 * 2 = 14."
     >>> find_quote_end("3 + 4 = 7.", text), find_quote_end("Then 7 * 2", text), find_quote_end("8 * 2", text)
     (17, 29, None)
+    >>> text = "Step 1: 5 + 6 = 11\\nStep 2: 11 - 10 = 1\\nStep 3: 1 * 3 = 3"
+    >>> text[: find_quote_end("= 1", text)].endswith("11 - 10 = 1")  # not inside step 1's "11"
+    True
+    >>> text = "Step 2: 17 - 4 = 71 then"
+    >>> text[: find_quote_end("7-4=7", text)]  # only inside numbers: the whole number is kept
+    'Step 2: 17 - 4 = 71'
     """
     needle = quote.strip()
     candidates = [needle]
@@ -329,16 +337,37 @@ def find_quote_end(quote: str, text: str) -> int | None:
     for candidate in candidates:
         if not candidate:
             continue
-        found = text.find(candidate)
-        if found >= 0:
-            return found + len(candidate)
+        spans = [(i, i + len(candidate)) for i in _occurrences(text, candidate)]
         for keep_single_spaces in (True, False):
+            if spans:
+                break
             squeezed_text, origin = _squeeze(text, keep_single_spaces=keep_single_spaces)
             squeezed_quote, _ = _squeeze(candidate, keep_single_spaces=keep_single_spaces)
-            found = squeezed_text.find(squeezed_quote)
-            if found >= 0:
-                return origin[found + len(squeezed_quote) - 1] + 1
+            spans = [(origin[i], origin[i + len(squeezed_quote) - 1] + 1)
+                     for i in _occurrences(squeezed_text, squeezed_quote)] if squeezed_quote else []
+        if spans:
+            clean = [end for start, end in spans if not _inside_run(text, start) and not _inside_run(text, end)]
+            if clean:
+                return clean[0]
+            end = spans[0][1]
+            while end < len(text) and _inside_run(text, end):
+                end += 1
+            return end
     return None
+
+
+def _occurrences(text: str, needle: str) -> list[int]:
+    """Start index of every occurrence of `needle` in `text` (overlapping ones too)."""
+    starts, found = [], text.find(needle)
+    while found >= 0:
+        starts.append(found)
+        found = text.find(needle, found + 1)
+    return starts
+
+
+def _inside_run(text: str, position: int) -> bool:
+    """Whether a cut at `position` falls between two letters or digits (inside a number or a word)."""
+    return 0 < position < len(text) and text[position - 1].isalnum() and text[position].isalnum()
 
 
 def common_prefix_len(a: Sequence, b: Sequence) -> int:
