@@ -376,7 +376,8 @@ def test_splice_ends_at_any_declared_eos(tok):
     generate = ScriptedGenerate(tok, [LOCATE], [body + [other_end] + body])
     constructor = SpliceConstructor(tokenizer=tok, generate=generate, eos_token_ids=(tok.eos_token_id, other_end))
     [result] = constructor.construct([request(tok)])
-    assert result.token_ids[-len(body) - 1:] == tuple(body) + (tok.eos_token_id,)  # cut at the other end id
+    # cut at the other end id, which the trained row keeps: the row is the policy's own output
+    assert result.token_ids[-len(body) - 1:] == tuple(body) + (other_end,)
     assert result.extra["truncated"] is False
 
 

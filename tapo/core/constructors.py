@@ -563,7 +563,8 @@ class SpliceConstructor:
             return ConstructionFailure(reason="truncated", **fail)
         if _too_long(new_text, self.max_reflection_chars):
             return ConstructionFailure(reason="too_long", **fail)
-        ids = list(located.kept_ids) + list(located.opener_ids) + body + ([ends[0]] if stopped else [])
+        eos = [completion[len(body)]] if stopped else []  # the eos id the policy wrote (Qwen3 declares two)
+        ids = list(located.kept_ids) + list(located.opener_ids) + body + eos
         if _over_budget(ids, self.max_tokens):
             return ConstructionFailure(reason="too_long", **fail)
         k = len(located.kept_ids)
