@@ -178,6 +178,19 @@ def test_self_reconstruction_becomes_y_ref_with_eos(tok):
     assert result.reward is None and result.extra["marker"] == "Wait"
 
 
+@pytest.mark.parametrize("lead", [" ", "\n"])
+def test_self_keeps_the_leading_white_space_of_y_minus(tok, lead):
+    """A y- that starts with white space, copied verbatim inside <reconstruction> (which parsing strips): the
+    trained prefix is y-'s own, whole, not one that misses its first character."""
+    negative = lead + WRONG
+    reconstruction = f"{LINE1}\n{LINE2}\n{FIX}"
+    generate = ScriptedGenerate(tok, [synthesis(reconstruction)])
+    [result] = SelfConstructor(tokenizer=tok, generate=generate).construct([request(tok, negative=negative)])
+    assert result.text == lead + reconstruction and result.extra["kept_chars"] == len(lead + f"{LINE1}\n{LINE2}\n")
+    kept = len(tok.encode(lead + f"{LINE1}\n{LINE2}\n", add_special_tokens=False))
+    assert result.prefix_tokens == kept and prefix_fidelity(result) == 1.0
+
+
 def test_self_reflection_start_counts_a_straddling_space_token_as_prefix(tok):
     reconstruction = f"{LINE1}\n{LINE2} Hmm, 19 * 3 is 57.\nStep 3: 57 - 5 = 52\nThe answer is \\boxed{{52}}."
     generate = ScriptedGenerate(tok, [synthesis(reconstruction)])

@@ -370,7 +370,11 @@ class SelfConstructor:
         analysis, reconstruction, closed = parsed
         if not closed and not self.keep_truncated:
             return ConstructionFailure(reason="truncated", **fail)
-        kept_chars = common_prefix_len(reconstruction, request.negative_text)
+        negative = request.negative_text
+        lead = negative[: len(negative) - len(negative.lstrip())]
+        if lead and common_prefix_len(reconstruction, negative.lstrip()):  # parsing stripped y-'s leading space
+            reconstruction = lead + reconstruction
+        kept_chars = common_prefix_len(reconstruction, negative)
         if _too_long(reconstruction[kept_chars:], self.max_reflection_chars):
             return ConstructionFailure(reason="too_long", **fail)
         ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False)) + ([eos] if closed else [])
