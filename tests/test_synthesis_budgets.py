@@ -282,8 +282,8 @@ def standin(monkeypatch):
     """standin_vllm installed for this test only (TRL's module names are put back afterwards)."""
     from trl.generation import vllm_generation
 
-    for name in ("is_vllm_available", "VLLMClient"):
-        monkeypatch.setattr(vllm_generation, name, getattr(vllm_generation, name))
+    for name in ("is_vllm_available", "VLLMClient", "LLM", "SamplingParams"):
+        monkeypatch.setattr(vllm_generation, name, getattr(vllm_generation, name, None), raising=False)
     monkeypatch.setattr(standin_vllm, "_settings", dict(standin_vllm._settings))
     return standin_vllm
 
@@ -341,6 +341,22 @@ def test_vllm_synthesis_keeps_its_own_sampling_over_the_rollouts_generation_kwar
     assert {k for call in calls for k in call["kinds"]} == {"rollout", "locate", "continue", "self"}
     restored = trainer.vllm_generation
     assert restored.generation_kwargs["top_p"] == 0.9 and restored.structured_outputs_regex == r"(.|\n)*"
+
+
+def test_vllm_colocate_synthesis_keeps_its_own_sampling_over_the_rollouts_generation_kwargs(tmp_path, standin):
+    """Colocate mode builds SamplingParams from the same attributes: the rollouts' top_p and stop in
+    generation_kwargs stay theirs (the stand-in takes no output regex)."""
+    standin.install_colocate(load_policy("builtin:tiny-arith")[1], quote_not_found_every=2)
+    trainer = make_trainer(tmp_path, use_vllm=True, vllm_mode="colocate", construction="splice",
+                           max_completion_length=40, synthesis_extra_tokens=200, splice_locate_tokens=64,
+                           generation_kwargs={"top_p": 0.9, "stop": ["</answer>"], "min_tokens": 1})
+    augmented_batch(trainer)
+    calls = trainer.vllm_generation.llm.calls
+    expected_stop = {"rollout": ["</answer>"], "continue": None, "self": [SELF_STOP], "locate": [LOCATE_STOP]}
+    for call in calls:
+        [kind] = set(call["kinds"])
+        assert (call["top_p"], call["stop"]) == (0.9 if kind == "rollout" else 0.95, expected_stop[kind]), kind
+    assert {k for call in calls for k in call["kinds"]} == {"rollout", "locate", "continue", "self"}
 
 
 def test_splice_phases_share_one_hf_call_each_row_with_its_own_budget_and_stop(tmp_path, monkeypatch):
