@@ -191,6 +191,17 @@ def test_self_keeps_the_leading_white_space_of_y_minus(tok, lead):
     assert result.prefix_tokens == kept and prefix_fidelity(result) == 1.0
 
 
+def test_self_keeps_a_special_tokens_string_as_text(tok):
+    """A reconstruction that spells out "<|im_end|>" (in plain sub-tokens: the decode drops real special
+    tokens) is trained as that text, not with an eos in the middle of the row."""
+    reconstruction = f"{LINE1}\n{LINE2}\n{FIX} <|im_end|> done"
+    written = tok.encode(synthesis(reconstruction), add_special_tokens=False, split_special_tokens=True)
+    generate = ScriptedGenerate(tok, [written + [tok.eos_token_id]])
+    [result] = SelfConstructor(tokenizer=tok, generate=generate).construct([request(tok)])
+    assert tok.eos_token_id not in result.token_ids[:-1] and result.token_ids[-1] == tok.eos_token_id
+    assert result.text == reconstruction
+
+
 def test_self_reflection_start_counts_a_straddling_space_token_as_prefix(tok):
     reconstruction = f"{LINE1}\n{LINE2} Hmm, 19 * 3 is 57.\nStep 3: 57 - 5 = 52\nThe answer is \\boxed{{52}}."
     generate = ScriptedGenerate(tok, [synthesis(reconstruction)])

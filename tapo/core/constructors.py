@@ -377,7 +377,10 @@ class SelfConstructor:
         kept_chars = common_prefix_len(reconstruction, negative)
         if _too_long(reconstruction[kept_chars:], self.max_reflection_chars):
             return ConstructionFailure(reason="too_long", **fail)
-        ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False)) + ([eos] if closed else [])
+        # the text was decoded without special tokens, so a special token's string in it was written in plain
+        # sub-tokens: it stays text (never an eos in the middle of the row)
+        ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False, split_special_tokens=True))
+        ids += [eos] if closed else []
         if _over_budget(ids, self.max_tokens):
             return ConstructionFailure(reason="too_long", **fail)
         prefix_tokens = common_prefix_len(ids, request.negative_ids)
