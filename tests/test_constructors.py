@@ -555,6 +555,17 @@ def test_self_drops_an_unclosed_reconstruction(tok):
     assert isinstance(result, ConstructionFailure) and result.reason == "truncated"
 
 
+@pytest.mark.parametrize("keep_truncated", [False, True])
+def test_self_an_unclosed_reconstruction_that_ended_at_eos_is_unparsed(tok, keep_truncated):
+    """The model ended (eos) without closing the reconstruction: it was not cut off by its budget, so it is
+    an unparsed answer, never kept as a truncated one."""
+    ended = f"<analysis>slip</analysis>\n<reconstruction>{LINE1}\nWait, let me double-check"
+    generate = ScriptedGenerate(tok, [tok.encode(ended, add_special_tokens=False) + [tok.eos_token_id]])
+    constructor = SelfConstructor(tokenizer=tok, generate=generate, keep_truncated=keep_truncated)
+    [result] = constructor.construct([request(tok)])
+    assert isinstance(result, ConstructionFailure) and result.reason == "unparsed"
+
+
 def test_self_keeps_an_unclosed_reconstruction_without_eos_when_asked(tok):
     cut = f"<analysis>slip</analysis>\n<reconstruction>{LINE1}\nWait, let me double-check"
     generate = ScriptedGenerate(tok, [tok.encode(cut, add_special_tokens=False)])

@@ -368,6 +368,8 @@ class SelfConstructor:
         if parsed is None:
             return ConstructionFailure(reason="unparsed", **fail)
         analysis, reconstruction, closed = parsed
+        if not closed and strip_eos(completion, _ends_of(self.tokenizer, self.eos_token_ids))[1]:
+            return ConstructionFailure(reason="unparsed", **fail)  # it ended, at eos, without closing: not cut off
         if not closed and not self.keep_truncated:
             return ConstructionFailure(reason="truncated", **fail)
         negative = request.negative_text
