@@ -1,4 +1,4 @@
-"""Token rows to padded tensors: shared by the engine's batching and the offline samplers."""
+"""Token rows to padded tensors, and token log-probs from logits: shared by the engine and the offline samplers."""
 
 from __future__ import annotations
 
@@ -26,3 +26,16 @@ def stack_rows(
         ids[i, span] = torch.tensor(list(row), dtype=torch.long)
         mask[i, span] = 1
     return ids, mask
+
+
+def token_logps(logits: torch.Tensor, ids: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:
+    """log softmax(logits)[ids] in float32, [B, T] from [B, T, V] logits and [B, T] ids; the normaliser is
+    taken over `chunk` positions at a time, so no float copy of the whole [B, T, V] tensor is held.
+
+    >>> logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])
+    >>> [round(x, 4) for x in token_logps(logits, torch.tensor([[1, 0]]))[0].tolist()]
+    [-0.6931, -0.1269]
+    """
+    taken = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1).float()  # [B, T]
+    norm = torch.cat([torch.logsumexp(part.float(), dim=-1) for part in logits.split(chunk, dim=1)], dim=1)  # [B, T]
+    return taken - norm

@@ -361,14 +361,14 @@ class SelfConstructor:
 
     def finish(self, request: ConstructionRequest, completion: Sequence[int]) -> Result:
         """Parse one synthesis completion into a trajectory (or a failure)."""
-        eos = _ends_of(self.tokenizer, self.eos_token_ids)[0]
+        ends = _ends_of(self.tokenizer, self.eos_token_ids)
         raw = self.tokenizer.decode(list(completion), skip_special_tokens=True)
         fail = dict(pair=request.pair, strategy=self.strategy, generated_tokens=len(completion), raw_output=raw)
         parsed = parse_synthesis_closed(raw)
         if parsed is None:
             return ConstructionFailure(reason="unparsed", **fail)
         analysis, reconstruction, closed = parsed
-        if not closed and strip_eos(completion, _ends_of(self.tokenizer, self.eos_token_ids))[1]:
+        if not closed and strip_eos(completion, ends)[1]:
             return ConstructionFailure(reason="unparsed", **fail)  # it ended, at eos, without closing: not cut off
         if not closed and not self.keep_truncated:
             return ConstructionFailure(reason="truncated", **fail)
@@ -382,7 +382,7 @@ class SelfConstructor:
         # the text was decoded without special tokens, so a special token's string in it was written in plain
         # sub-tokens: it stays text (never an eos in the middle of the row)
         ids = list(self.tokenizer.encode(reconstruction, add_special_tokens=False, split_special_tokens=True))
-        ids += [eos] if closed else []
+        ids += [ends[0]] if closed else []
         if _over_budget(ids, self.max_tokens):
             return ConstructionFailure(reason="too_long", **fail)
         prefix_tokens = common_prefix_len(ids, request.negative_ids)
@@ -491,7 +491,8 @@ class SpliceConstructor:
         end = find_quote_end(quote, negative)
         if end is None:
             return "quote_not_found"
-        kept = kept_all[: whole_characters(self.tokenizer, kept_all, tokens_covering(self.tokenizer, kept_all, end))]
+        cut = whole_characters(self.tokenizer, kept_all, tokens_covering(self.tokenizer, kept_all, end))
+        kept = kept_all[:cut]
         opener = seed_reflection(self.tokenizer.decode(kept, skip_special_tokens=True), opener=self.opener)
         return SpliceCut(
             kept_ids=tuple(kept),

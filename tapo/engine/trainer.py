@@ -76,7 +76,7 @@ from tapo.engine.buckets import score_by_length
 from tapo.engine.deferred import DeferredRound, load_pending, micro_steps_before, save_pending
 from tapo.engine.riders import prefilled_apart, rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
-from tapo.tensors import stack_rows
+from tapo.tensors import stack_rows, token_logps
 
 # TRL 1.16's normalisation of rollout advantages: sample std, this eps (grpo_trainer.py).
 ENGINE_EPS = 1e-4
@@ -420,12 +420,16 @@ class TAPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-        # a rollout no reward function scores (all None) is NaN, as TRL marks it: in no side of selection
-        # and in no baseline (TRL leaves it out of its group's and gives it advantage 0)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        self._rollout_rewards = rewards
+        # an unscorable rollout is in no side of selection and in no baseline (TRL leaves it out of its group's)
+        self._rollout_rewards = self._weighted_rewards(rewards_per_func)
         return rewards_per_func
+
+    def _weighted_rewards(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of each row's rewards: [N]; NaN for a row no reward function scores (all None),
+        as TRL marks it."""
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        return rewards
 
     def _generate_and_score_completions(self, inputs):
         batch = super()._generate_and_score_completions(inputs)  # rollouts, GRPO advantages untouched
@@ -487,11 +491,10 @@ class TAPOTrainer(GRPOTrainer):
         # constructed rows again; their tapo/* values are those of that generation, except the phase times:
         # those phases did not run in this step (0). Only a step's log ("loss"), not the end-of-training summary.
         train = self._metrics["train"]
-        if (self.model.training and "loss" in logs and self._generation_metrics
-                and not any(k in train for k in self._generation_metrics)):
-            for name, value in self._generation_metrics.items():
-                train[name].append(0.0 if name.startswith(TIME_PREFIX) else value)
         if self.model.training and "loss" in logs:
+            if self._generation_metrics and not any(k in train for k in self._generation_metrics):
+                for name, value in self._generation_metrics.items():
+                    train[name].append(0.0 if name.startswith(TIME_PREFIX) else value)
             # A step can hold several generations (steps_per_generation < accumulation); TRL logs each key's
             # mean over them, but counts and seconds add up (step_time is the whole step's): per step, totals.
             steps = max(len(train.get(STEP_TIME_KEY, [])), 1)
@@ -662,10 +665,10 @@ class TAPOTrainer(GRPOTrainer):
             per_func = self._calculate_rewards(slot_inputs, prompts, completions, slot_ids)
         finally:
             self._pending_metrics, self._pending_extra_logs = logged
-        rewards = (per_func * self.reward_weights.to(per_func.device)).nansum(dim=1)  # [slots * world]
-        # a construction no reward function scores (all None) carries no signal, as TRL zeroes such a rollout's
-        # advantage: it is not trained, and counts as a failure ("unscorable")
-        unscorable = torch.isnan(per_func).all(dim=1)[start : start + slots].tolist()  # this process's slots
+        rewards = self._weighted_rewards(per_func)  # [slots * world]
+        # a construction no reward function scores carries no signal, as TRL zeroes such a rollout's advantage:
+        # it is not trained, and counts as a failure ("unscorable")
+        unscorable = rewards[start : start + slots].isnan().tolist()  # this process's slots
         unscored = [u and t is not None for u, t in zip(unscorable, built, strict=True)]
         built = [None if u else t for u, t in zip(unscored, built, strict=True)]
         slot_ids = [list(t.token_ids) if t else [] for t in built]
@@ -904,9 +907,7 @@ class TAPOTrainer(GRPOTrainer):
         for i in range(input_ids.size(0)):
             logits = self.model(input_ids=input_ids[i : i + 1], attention_mask=attention[i : i + 1],
                                 logits_to_keep=width + 1).logits[:, :-1]  # [1, T', V]: column t predicts token t
-            taken = logits.gather(-1, completion_ids[i : i + 1].to(device).unsqueeze(-1)).squeeze(-1).float()  # [1, T']
-            norm = torch.cat([torch.logsumexp(part.float(), dim=-1) for part in logits.split(512, dim=1)], dim=1)
-            rows.append(taken - norm)
+            rows.append(token_logps(logits, completion_ids[i : i + 1].to(device)))  # [1, T']
         return torch.cat(rows)  # [S, T']
 
     def _synthesis_generate(self, prompt_ids: list[list[int]], *, phase: str) -> list[list[int]]:
@@ -994,9 +995,9 @@ class TAPOTrainer(GRPOTrainer):
 
         vLLM (colocate and server) gets `stop` and `include_stop_str_in_output` through its
         generation kwargs, without the rollouts' sampling, stop and output-format keys there
-        (`ROLLOUT_ONLY_VLLM_KWARGS`) or their `vllm_structured_outputs_regex`. HF generate gets `stop_strings` in the generation config and, since
-        transformers builds its stop-string criterion only from a tokenizer passed to `generate`,
-        the tokenizer too (`_tokenizer_reaches_generate`). Everything is restored on exit, also on
+        (`ROLLOUT_ONLY_VLLM_KWARGS`) or their `vllm_structured_outputs_regex`. HF generate gets
+        `stop_strings` in the generation config and, since transformers builds its stop-string
+        criterion only from a tokenizer passed to `generate`, the tokenizer too (`_tokenizer_reaches_generate`). Everything is restored on exit, also on
         error, so rollouts never see any of it. transformers' continuous batching takes no stop
         strings: there completions are only cut afterwards.
         """

@@ -3,7 +3,7 @@
 `score_completions` is one batched forward pass per chunk of rows in TRL's layout -- prompts padded
 on the left, completions on the right, so every completion starts at the same column -- with
 position ids counted from each row's first real token (so padding changes no position) and logits
-kept only for the completion columns (`logits_to_keep`), then log-softmax in float32. `hf_score_fn`
+kept only for the completion columns (`logits_to_keep`), then log-softmax in float32 (`token_logps`). `hf_score_fn`
 wraps it as the constructors' `ScoreFn` (`tapo.core.locate`), which `splice` with
 `locator="surprise"` calls once per batch. Inside training the trainer scores with its own forward
 pass instead.
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from tapo.core.locate import ScoreFn
-from tapo.tensors import stack_rows
+from tapo.tensors import stack_rows, token_logps
 
 
 @torch.no_grad()
@@ -53,8 +53,7 @@ def score_completions(
         logits = model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=width + 1
         ).logits[:, :-1]  # [B, T, V]: column t predicts completion token t
-        logps = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-        taken = logps.gather(-1, completion_ids.to(device).unsqueeze(-1)).squeeze(-1)  # [B, T]
+        taken = token_logps(logits, completion_ids.to(device))  # [B, T]
         for row, i in enumerate(rows):
             out[i] = taken[row, : len(completions[i])].tolist()
     return out
