@@ -19,6 +19,7 @@ Each process writes DIR/rank{R}.json with what the tests check:
 - on the main process, `log_history` (the Trainer's logged metrics) and `constructions` (the records of
   DIR/run/constructions.jsonl);
 - `args`: the resolved config values the tests compare against;
+- `warnings`: the messages of the warnings training raised (`--resume DIR` resumes from a checkpoint);
 - `error`: the traceback when the run raised (the file is still written).
 
 Instrumentation only wraps and counts; TRL's and tapo's code run unchanged.
@@ -31,6 +32,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 import zlib
 from pathlib import Path
 
@@ -61,6 +63,19 @@ def one_query_reward(target: str):
         ]
 
     reward.__name__ = "one_query_reward"
+    return reward
+
+
+def unscorable_constructions_on(rank: int):
+    """The checksum, except that process `rank` scores no construction (None: TRL's "unscorable"). The vLLM
+    stand-in's synthesis answers name their question as Q[...], which no rollout answer does."""
+
+    def reward(completions, **kwargs):
+        here = int(os.environ.get("RANK", "0")) == rank
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return [None if here and "Q[" in t else r for t, r in zip(texts, checksum_reward(completions), strict=True)]
+
+    reward.__name__ = "checksum_reward"
     return reward
 
 
@@ -111,6 +126,21 @@ def instrument(trainer) -> tuple[list, list]:
     return generate_calls, construct_calls
 
 
+def slow_pending_save() -> None:
+    """This process saves its pending pairs 1.5 s late (a slow disk): what another process writes meanwhile shows."""
+    import time
+
+    import tapo.engine.trainer as trainer_module
+
+    save = trainer_module.save_pending
+
+    def slow(*args, **kwargs):
+        time.sleep(1.5)
+        return save(*args, **kwargs)
+
+    trainer_module.save_pending = slow
+
+
 def standin_calls(trainer) -> list[dict]:
     generation = getattr(trainer, "vllm_generation", None)
     if generation is None:
@@ -127,7 +157,11 @@ def main() -> None:
     parser.add_argument("--model", default="builtin:tiny",
                         help="builtin:tiny-arith on the HF path: it ends answers with eos (a random model never does, "
                              "and a rollout cut off by its budget is never a y-)")
-    parser.add_argument("--reward", choices=("checksum", "one-query"), default="checksum")
+    parser.add_argument("--reward", choices=("checksum", "one-query", "unscorable-constructions-on-rank1"),
+                        default="checksum")
+    parser.add_argument("--resume", default=None, help="checkpoint folder to resume training from")
+    parser.add_argument("--slow-pending-save", type=int, default=None, metavar="RANK",
+                        help="process RANK waits 1.5 s before it saves its pending pairs into a checkpoint")
     parser.add_argument("--quote-not-found-every", type=int, default=0,
                         help="stand-in: every k-th LOCATE answer quotes text that is not in y-")
     args = parser.parse_args()
@@ -147,19 +181,25 @@ def main() -> None:
     from tapo.engine.trainer import TAPOConfig, TAPOTrainer
 
     records = load_records("builtin:arithmetic", n=args.records, n_steps=1, max_operand=9)
-    reward = checksum_reward if args.reward == "checksum" else one_query_reward(records[0].id)
+    reward = {"checksum": checksum_reward, "one-query": one_query_reward(records[0].id),
+              "unscorable-constructions-on-rank1": unscorable_constructions_on(1)}[args.reward]
     trainer = TAPOTrainer(
         model=model, reward_funcs=[reward], args=TAPOConfig(**settings),
         train_dataset=to_prompt_dataset(records), processing_class=tokenizer,
     )
     generate_calls, construct_calls = instrument(trainer)
+    if args.slow_pending_save == trainer.accelerator.process_index:
+        slow_pending_save()
     rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
     resolved = ("max_completion_length", "num_generations", "steps_per_generation", "temperature", "top_p",
                 "synthesis_extra_tokens", "splice_locate_tokens", "splice_continuation_tokens",
                 "synthesis_temperature", "synthesis_top_p", "construction", "use_vllm")
     report: dict = {"rank": rank, "world_size": world, "args": {k: getattr(trainer.args, k) for k in resolved}}
     try:
-        trainer.train()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train(resume_from_checkpoint=args.resume)
+        report["warnings"] = [str(w.message) for w in caught]
     except BaseException:
         report["error"] = traceback.format_exc()
         raise
