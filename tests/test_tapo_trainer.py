@@ -8,6 +8,7 @@ within 24 tokens (a random one never does, and a truncated rollout is never a y-
 from __future__ import annotations
 
 import json
+import math
 import zlib
 
 import pytest
@@ -238,8 +239,9 @@ def test_constructed_advantages_carry_ots_and_lambda(tmp_path):
             assert torch.allclose(values, values[0].expand_as(values))
 
 
-def test_prefix_ablation_zeroes_only_the_kept_prefix(tmp_path):
-    """ref_train_prefix: false keeps every constructed token as context but gives its kept prefix no advantage."""
+def test_prefix_ablation_trains_no_token_of_the_kept_prefix(tmp_path):
+    """ref_train_prefix: false keeps every constructed token as context (attended) but trains none of its kept
+    prefix: TRL's tool_mask is 0 there, so no policy-gradient, KL or entropy term and no token count has it."""
     results = {}
     for train_prefix in (True, False):
         # the warm-started tiny model writes checkable steps, so aligned keeps a prefix of y- (random weights do not)
@@ -252,15 +254,33 @@ def test_prefix_ablation_zeroes_only_the_kept_prefix(tmp_path):
     full, ablated = results[True], results[False]
     rows = 16
     assert torch.equal(full["completion_ids"], ablated["completion_ids"])  # the same constructions
-    assert torch.equal(full["completion_mask"], ablated["completion_mask"])  # all tokens stay in the sequence
-    assert torch.equal(full["advantages"][:rows], ablated["advantages"][:rows])  # rollouts untouched
+    assert torch.equal(full["completion_mask"], ablated["completion_mask"])  # all tokens stay attended
+    assert torch.equal(full["advantages"], ablated["advantages"])
+    assert "tool_mask" not in full and torch.all(ablated["tool_mask"][:rows] == 1)  # rollouts: every token trained
     records = [json.loads(line) for line in (tmp_path / "pFalse" / "constructions.jsonl").read_text().splitlines()]
     built_rows = [i for i in range(rows, full["advantages"].size(0)) if full["completion_mask"][i].any()]
     assert len(built_rows) == len(records) > 0
-    prefixed = 0
+    prefix = torch.zeros_like(ablated["completion_mask"], dtype=torch.bool)
     for i, record in zip(built_rows, records, strict=True):
         start = record["reflection_start"]
-        prefixed += start > 0
-        assert torch.all(ablated["advantages"][i, :start] == 0)
-        assert torch.equal(ablated["advantages"][i, start:], full["advantages"][i, start:])
-    assert prefixed > 0  # some construction kept a prefix of y-, so the ablation changed something
+        prefix[i, :start] = True
+        assert torch.all(ablated["tool_mask"][i, :start] == 0) and torch.all(ablated["tool_mask"][i, start:] == 1)
+    assert prefix.any()  # some construction kept a prefix of y-, so the ablation changed something
+    trained = ablated["completion_mask"] * ablated["tool_mask"]
+    assert ablated["num_items_in_batch"] == trained.sum() < full["num_items_in_batch"]
+
+    # beta > 0: the KL term has no prefix token either (a reference that differs only there changes nothing)
+    policy = trainer._score_tokens(trainer.model, ablated["prompt_ids"], ablated["prompt_mask"],
+                                   ablated["completion_ids"], ablated["completion_mask"])[0]
+    moved = {**ablated, "ref_per_token_logps": policy - 0.2 * ablated["completion_mask"]}
+    moved_on_prefix = {**moved, "ref_per_token_logps": moved["ref_per_token_logps"] - 3.0 * prefix}
+    saved = trainer.beta
+    trainer.beta, trainer.current_gradient_accumulation_steps = 0.1, 1  # the latter set by Trainer.train()
+    try:
+        losses = [trainer._compute_loss(trainer.model, batch).item() for batch in (moved, moved_on_prefix)]
+        without_mask = {k: v for k, v in moved_on_prefix.items() if k != "tool_mask"}
+        unmasked = trainer._compute_loss(trainer.model, without_mask).item()
+    finally:
+        trainer.beta = saved
+    assert math.isclose(losses[0], losses[1], rel_tol=1e-6), losses
+    assert not math.isclose(unmasked, losses[1], rel_tol=1e-3)  # the prefix's KL would have counted

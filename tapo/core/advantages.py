@@ -168,11 +168,12 @@ def reflection_token_advantages(
 
 
 def trained_from(reflection_starts: Sequence[int], width: int) -> torch.Tensor:
-    """[S, width] 1.0 where a constructed token carries advantage: from its reflection on.
+    """[S, width] 1.0 where a constructed token is trained: from its reflection on.
 
     For the `ref_train_prefix: false` ablation: the kept prefix (y-'s own tokens, which contain the
-    mistake) stays as context but gets no advantage, so a rewarded construction does not also
-    reward the error it corrects. The paper trains every y_ref token (`ref_train_prefix: true`).
+    mistake) stays as context but is not trained (no policy-gradient, KL or entropy term), so a
+    rewarded construction does not also reward the error it corrects. The paper trains every y_ref
+    token (`ref_train_prefix: true`).
 
     >>> trained_from([2, 0], 4)
     tensor([[0., 0., 1., 1.],

@@ -63,6 +63,7 @@ def append_rows(
     per_token_logps: torch.Tensor,  # [S, T'] current-policy log-probs of the constructed tokens
     ref_per_token_logps: torch.Tensor | None = None,  # [S, T'] reference-model log-probs (needed when beta != 0)
     row_kinds: torch.Tensor | None = None,  # [S] CONSTRUCTED or PADDING per new row
+    trained_mask: torch.Tensor | None = None,  # [S, T'] 0 on attended tokens the loss leaves out; None: none
     pad_token_id: int,
 ) -> dict:
     """The batch with S constructed rows appended; the original rows' values are unchanged.
@@ -71,8 +72,10 @@ def append_rows(
     sampling log-probs of new rows are the current policy's (they were just computed with the same
     weights), so their importance ratios start at 1; their reference log-probs are the reference
     model's (`ref_per_token_logps`, required when the batch has that key). `ROW_KIND_KEY` tells
-    rollouts, constructed rows and unused slots apart for the loss. `num_items_in_batch` is left
-    to the caller, which must recompute it across processes.
+    rollouts, constructed rows and unused slots apart for the loss. `trained_mask` becomes the new
+    rows' part of TRL's `tool_mask` (the tokens of a completion that are context, as a tool's output
+    is: attended, but in no loss, KL or entropy term and no token count); the batch's rows get 1 where
+    it had none. `num_items_in_batch` is left to the caller, which must recompute it across processes.
     """
     out = dict(batch)
     width_t = max(batch["completion_ids"].size(1), completion_ids.size(1))
@@ -110,8 +113,10 @@ def append_rows(
             else cat(ratio, ones, side="right", width=width_t, value=1.0)  # 1 as TRL's own padding: VESPO sums
             # log(ratio) over every position, masked or not
         )
-    if "tool_mask" in batch:
-        out["tool_mask"] = cat(batch["tool_mask"], torch.ones_like(completion_mask), side="right", width=width_t, value=1)
+    if "tool_mask" in batch or trained_mask is not None:
+        before = batch.get("tool_mask", torch.ones_like(batch["completion_mask"]))
+        after = torch.ones_like(completion_mask) if trained_mask is None else trained_mask.to(before.dtype)
+        out["tool_mask"] = cat(before, after, side="right", width=width_t, value=1)
     kinds = batch.get(ROW_KIND_KEY)
     if kinds is None:
         kinds = torch.full((batch["completion_ids"].size(0),), ROLLOUT, dtype=torch.long, device=device)

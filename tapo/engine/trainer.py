@@ -700,14 +700,16 @@ class TAPOTrainer(GRPOTrainer):
             ots_weights(logps, entropies, cfg.ots_w_min, cfg.ots_w_max) if cfg.ots else torch.ones_like(logps)
         )  # [S, T']
         advantages = cfg.ref_loss_weight * torch.tensor(local_adv, device=logps.device).unsqueeze(1) * weights * mask
-        if not cfg.ref_train_prefix:  # [S, T'] the kept prefix stays as context, without advantage
+        trained = None
+        if not cfg.ref_train_prefix:  # [S, T'] the kept prefix is context, as TRL's tool output: in no loss term
             starts = [t.reflection_start if t is not None else 0 for t in built]
-            advantages = advantages * trained_from(starts, advantages.shape[1]).to(advantages.device)
+            trained = trained_from(starts, mask.shape[1]).to(mask.device)
+            mask = mask * trained  # the OTS weight statistics cover trained tokens only
         kinds = torch.tensor([CONSTRUCTED if t is not None else PADDING for t in built])
         batch = append_rows(
             batch, prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
             completion_mask=completion_mask, advantages=advantages, per_token_logps=logps,
-            ref_per_token_logps=ref_logps, row_kinds=kinds, pad_token_id=self.pad_token_id,
+            ref_per_token_logps=ref_logps, row_kinds=kinds, trained_mask=trained, pad_token_id=self.pad_token_id,
         )
         loss_mask = batch["completion_mask"] * batch.get("tool_mask", 1)
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
