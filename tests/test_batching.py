@@ -305,6 +305,19 @@ def test_append_rows_tool_mask_is_ones_on_new_rows():
     assert (out["tool_mask"][B:] == 1).all()
 
 
+def test_append_rows_trained_mask_becomes_the_new_rows_tool_mask():
+    """Context tokens of a constructed row (ref_train_prefix false: its kept prefix) get tool_mask 0; a batch
+    without a tool_mask gets one, 1 on every rollout token."""
+    trained = torch.tensor([[0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])  # [S, T']
+    out = append_rows(trl_batch(), **constructed(**MIXED), trained_mask=trained, pad_token_id=PAD)
+    assert out["tool_mask"].shape == (B + 2, 6)
+    assert (out["tool_mask"][:B] == 1).all()
+    assert torch.equal(out["tool_mask"][B:], trained)
+    kept = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 1]])  # [B, T] a batch's own (TRL's tools)
+    out = append_rows(trl_batch(tool_mask=kept), **constructed(**MIXED), trained_mask=trained, pad_token_id=PAD)
+    assert torch.equal(out["tool_mask"][:B, :T], kept) and torch.equal(out["tool_mask"][B:], trained)
+
+
 def test_append_rows_with_zero_constructed_rows_changes_nothing():
     batch = trl_batch()
     empty = dict(
