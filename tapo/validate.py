@@ -206,18 +206,38 @@ def check_run(
 ) -> None:
     """The real run's up-front checks of what it reads and writes, before the model is loaded.
 
-    As the dry run's, but strict: a local model or data path must exist now. Local data is loaded
-    once here to see it is not empty (TRL would "train" 0 steps on it).
+    As the dry run's, but strict: a local model or data path must exist now. The data is loaded once
+    here to see it fills one generation (TRL's sampler drops an incomplete batch: it would "train" 0
+    steps and publish the start model as the run's).
     """
     from tapo.config import override_origins
 
     set_by = override_origins(overrides)
     errors, _, data_line = _file_problems(config, where=where, set_by=set_by, output_dir=output_dir, planned={})
     rows = re.search(r"\((\d+) rows\)", data_line or "")
-    if rows and int(rows.group(1)) == 0:
-        errors.append(_rows_problem(0, 1, where=where, data=config.data, set_by=set_by))
+    if rows:
+        try:
+            args, _ = run_args(config, where=where, run_dir=output_dir or config.output_dir)
+        except ConfigError as error:
+            errors.append(str(error))
+        else:
+            queries = args.generation_batch_size // args.num_generations
+            problem = _rows_problem(int(rows.group(1)), queries, where=where, data=config.data, set_by=set_by)
+            errors += [problem] if problem else []
     if errors:
         raise ConfigError("\n".join(errors))
+
+
+def run_args(config: RunConfig, *, where: str, run_dir: str):
+    """(TRL config of the run's algorithm, note): TRL's own checks of the trainer section, as `engine_args`."""
+    from tapo.engine.arguments import TRAINER_DEFAULTS, GRPOConfig, SDPOConfig, TAPOConfig
+
+    settings = {**TRAINER_DEFAULTS, **config.trainer, "output_dir": run_dir, "seed": config.seed}
+    if config.algorithm == "tapo":
+        return engine_args(TAPOConfig, {**settings, **config.tapo}, where=where, section="trainer/tapo")
+    if config.algorithm == "sdpo":
+        return engine_args(SDPOConfig, {**settings, **config.sdpo}, where=where, section="trainer/sdpo")
+    return engine_args(GRPOConfig, settings, where=where, section="trainer")
 
 
 def engine_args(cls, settings: dict, *, where: str, section: str):
@@ -257,19 +277,12 @@ def describe_run(
     data must fill at least one generation. All errors are raised together as one ConfigError.
     """
     from tapo.config import override_origins
-    from tapo.engine.arguments import TRAINER_DEFAULTS, GRPOConfig, SDPOConfig, TAPOConfig
 
     set_by = override_origins(overrides)
     run_dir = output_dir or config.output_dir
-    settings = {**TRAINER_DEFAULTS, **config.trainer, "output_dir": run_dir, "seed": config.seed}
     errors, args, note = [], None, None
     try:
-        if config.algorithm == "tapo":
-            args, note = engine_args(TAPOConfig, {**settings, **config.tapo}, where=where, section="trainer/tapo")
-        elif config.algorithm == "sdpo":
-            args, note = engine_args(SDPOConfig, {**settings, **config.sdpo}, where=where, section="trainer/sdpo")
-        else:
-            args, note = engine_args(GRPOConfig, settings, where=where, section="trainer")
+        args, note = run_args(config, where=where, run_dir=run_dir)
     except ConfigError as error:
         errors.append(str(error))
     file_errors, model_line, data_line = _file_problems(

@@ -249,6 +249,14 @@ def test_real_run_checks_template_output_and_empty_data(here):
     assert "data.source: empty.jsonl has no rows" in message
 
 
+def test_real_run_refuses_data_that_cannot_fill_one_generation(here):
+    """Not only empty data: too few rows for one generation would train 0 steps and publish the start model."""
+    path = recipe(here)
+    with pytest.raises(ConfigError, match=r"has 2 row\(s\), fewer than the 4 queries of one generation, so training "
+                                          r"would run 0 steps \(from --set data.limit=2\)"):
+        check_run(load_config(path, ["data.limit=2"]), where=str(path), overrides=["data.limit=2"])
+
+
 def test_real_run_passes_the_tiny_recipe(here):
     check_run(load_config(TINY_TAPO), where=str(TINY_TAPO), output_dir=str(here / "run"))
     assert not (here / "run").exists()  # checking makes nothing
