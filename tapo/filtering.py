@@ -16,6 +16,7 @@ DIR/
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,9 +107,11 @@ def run_filter(config: FilterConfig, *, output_dir: str | Path | None = None, pr
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     kept = [(q, r) for q, r in zip(queries, rates) if keep(r, low=section.low, high=section.high)]
-    with (out / KEPT_FILE).open("w", encoding="utf-8") as f:
+    partial = out / (KEPT_FILE + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
         for q, rate in kept:
             f.write(json.dumps({"id": q.id, "problem": q.problem, "answer": q.answer, "pass_rate": rate}) + "\n")
+    os.replace(partial, out / KEPT_FILE)  # whole or absent: an interrupted filter leaves no half-kept list
     summary = {
         "model": config.model.name,
         "data": config.data.source,

@@ -414,7 +414,6 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
     started = time.perf_counter()
     queries = load_queries(config)  # empty data is an error before anything is written
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_config(config, output.with_suffix(".config.yaml"))
     template = read_text(build.self_template) if build.self_template else SELF_TEMPLATE  # UTF-8, BOM or not
     locate_template = read_text(build.locate_template) if build.locate_template else LOCATE_TEMPLATE
     needs_model = build.samples > 0 or build.construction in ("self", "splice")
@@ -479,6 +478,9 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
                 else:
                     rows.append(example)
     write_jsonl(output, rows)
+    # the settings that built these rows, written after them: an interrupted rebuild leaves the data and its
+    # settings as they were (never new settings beside old rows, which a resume would take for a match)
+    save_config(config, output.with_suffix(".config.yaml"))
 
     failures = Counter(r.reason for r in results if not isinstance(r, ConstructedTrajectory))
     all_rewards = [x for group in rewards for x in group]
@@ -508,6 +510,39 @@ def build_coldstart(config: ColdStartConfig, *, output: str | Path, progress: bo
         stats["teacher"] = dict(client.stats)
     output.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+NOT_DATA_SETTINGS = ("output_dir", "sft")  # what `coldstart run --resume` may change without rebuilding the data
+
+
+def data_settings_changes(data: str | Path, config: ColdStartConfig) -> list[str] | None:
+    """`dotted.key: built -> now` for each setting that built `data` (its DATA.config.yaml) and differs in `config`;
+    None when no settings file is beside it (built by an older version, or copied without it). The fine-tuning
+    (`sft`) and the run directory are not data settings."""
+    from tapo.coldstart.config import load_coldstart_config
+
+    saved = Path(data).with_suffix(".config.yaml")
+    if not saved.is_file():
+        return None
+
+    def settings(cfg: ColdStartConfig) -> dict:
+        return _flatten({k: v for k, v in cfg.to_dict().items() if k not in NOT_DATA_SETTINGS})
+
+    before, after = settings(load_coldstart_config(saved)), settings(config)
+    unset = "(unset)"
+    return [f"{key}: {before.get(key, unset)} -> {after.get(key, unset)}"
+            for key in sorted(before.keys() | after.keys()) if before.get(key, unset) != after.get(key, unset)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys: {"build": {"mix": {"plain": 1}}} -> {"build.mix.plain": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:

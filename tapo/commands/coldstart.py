@@ -38,11 +38,13 @@ def _build(args: argparse.Namespace) -> int:
     if args.dry_run:
         from tapo.validate import describe_coldstart
 
-        print("\n".join(describe_coldstart(config)))
+        print("\n".join(describe_coldstart(config, where=args.config)))
         return 0
     from tapo.coldstart.build import build_coldstart
 
     output = Path(args.output) if args.output else _default_data(config)
+    if output.is_dir():  # found now, not after the sampling
+        raise ValueError(f"--output {output} is a folder; name the JSONL file to write, e.g. {output / 'data.jsonl'}")
     stats = build_coldstart(config, output=output, progress=True)
     _print_build(stats)
     return 1 if _say_nothing_kept(stats) else 0
@@ -83,20 +85,55 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Build DIR/data.jsonl, then fine-tune on it. With --resume, built data is reused when the settings that
+    built it are the config's (the fine-tuning's may differ), and the fine-tuning continues from its last
+    checkpoint, or starts again when it was cut off before one."""
     config = _config(args)
-    from tapo.coldstart.build import build_coldstart
-    from tapo.engine.sft import run_sft
+    from tapo.coldstart.build import build_coldstart, data_settings_changes
+    from tapo.engine.sft import CONFIG_FILE, refuse_existing_run, run_sft
 
     run_dir = Path(args.output_dir or config.output_dir)
     data = run_dir / "data.jsonl"
-    if not (args.resume and data.is_file()):
+    if not args.resume:
+        refuse_existing_run(run_dir)  # before the build, which would replace the data that run trained on
+    if args.resume and data.is_file():
+        changes = data_settings_changes(data, config)
+        if changes:
+            raise ValueError(f"--resume: {data} was built with other settings ({'; '.join(changes)}); resume with the "
+                             "config and --set values that built it, or build anew into another --output-dir")
+        print(f"data: {data} (built before; reused)")
+    else:
         stats = build_coldstart(config, output=data, progress=True)
         _print_build(stats)
         if _say_nothing_kept(stats):
             return 1  # no fine-tuning on nothing
-    run_sft(config, data=data, output_dir=run_dir, resume=args.resume)
+    # a run cut off before the fine-tuning began (during the build) has nothing to resume: it starts fresh
+    resume = args.resume and (run_dir / CONFIG_FILE).is_file()
+    run_sft(config, data=data, output_dir=run_dir, resume=resume)
     print(f"cold-start model: {run_dir / 'model'} (use it with: tapo train --set model.name={run_dir / 'model'})")
     return 0
+
+
+AFTER_INTERRUPT = {
+    "build": "the data file is only ever written whole, so any earlier one is untouched; run the command again",
+    "train": "run the same command with --resume to continue from the last checkpoint",
+    "run": "run the same command with --resume: built data is reused, the fine-tuning continues from its last "
+           "checkpoint",
+}
+
+
+def _interruptible(step):
+    """Ctrl-C: one line saying what is kept and how to go on, exit code 130, instead of a traceback."""
+    from tapo.commands.train import INTERRUPTED
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return step(args)
+        except KeyboardInterrupt:
+            print(f"\ntapo coldstart {args.step}: interrupted; {AFTER_INTERRUPT[args.step]}", file=sys.stderr, flush=True)
+            return INTERRUPTED
+
+    return run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -117,17 +154,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     _common(build)
     build.add_argument("--output", help="the JSONL to write (default: OUTPUT_DIR/data.jsonl of the config)")
     build.add_argument("--dry-run", action="store_true", help="validate the config (no model, data or endpoint is fetched)")
-    build.set_defaults(func=_build)
+    build.set_defaults(func=_interruptible(_build))
 
     train = steps.add_parser("train", help="supervised fine-tuning (TRL SFTTrainer) on cold-start data")
     _common(train)
     train.add_argument("--data", help="the JSONL of `tapo coldstart build` (default: OUTPUT_DIR/data.jsonl)")
     train.add_argument("--output-dir", help="run directory; the model lands in DIR/model (default: output_dir)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_interruptible(_train))
 
     run = steps.add_parser("run", help="build, then train, into one run directory")
     _common(run)
     run.add_argument("--output-dir", help="run directory: DIR/data.jsonl and DIR/model (default: output_dir)")
     run.add_argument("--resume", action="store_true", help="reuse DIR/data.jsonl and continue the training")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_interruptible(_run))

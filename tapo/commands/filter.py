@@ -31,11 +31,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from tapo.validate import describe_filter
 
-        print("\n".join(describe_filter(config)))
+        print("\n".join(describe_filter(config, where=args.config)))
         return 0
     from tapo.filtering import run_filter
 
-    summary = run_filter(config, output_dir=args.output, progress=True)
+    try:
+        summary = run_filter(config, output_dir=args.output, progress=True)
+    except KeyboardInterrupt:
+        from tapo.commands.train import INTERRUPTED
+
+        print("\ntapo filter: interrupted; kept.jsonl is written only once every query is sampled, so nothing "
+              "new was written; run the command again", file=sys.stderr, flush=True)
+        return INTERRUPTED
     print(summary["histogram"])
     if summary["why_none_kept"]:
         print(f"tapo filter: kept no query, {summary['output_dir']}/kept.jsonl is empty: {summary['why_none_kept']}",

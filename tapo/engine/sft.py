@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tapo.config import save_config
 from tapo.data.datasets import DataError, text_lines
 
 MODEL_DIR = "model"
+CONFIG_FILE = "config.yaml"
 
 
 def read_sft_rows(path: str | Path) -> list[dict]:
@@ -85,6 +87,19 @@ def build_sft_trainer(config: ColdStartConfig, *, data: str | Path, output_dir: 
     return trainer
 
 
+def refuse_existing_run(run_dir: Path) -> None:
+    """A FileExistsError when `run_dir` holds a cold-start run (its model or a checkpoint): a new one would
+    overwrite it. `coldstart run` asks before it builds, so the data that run trained on is not rebuilt."""
+    from tapo.engine.run import last_checkpoint
+
+    if (run_dir / MODEL_DIR).exists() or last_checkpoint(run_dir) is not None:
+        raise FileExistsError(f"{run_dir} already holds a cold-start run; pass --resume or choose another --output-dir")
+
+
+def _note(message: str) -> None:
+    print(f"tapo coldstart: {message}", file=sys.stderr, flush=True)
+
+
 def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path | None = None,
             resume: bool = False) -> Path:
     """Fine-tune and save DIR/model; with `resume`, continue from the last checkpoint in DIR."""
@@ -93,17 +108,23 @@ def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path
 
     run_dir = Path(output_dir or config.output_dir)
     config = replace(config, output_dir=str(run_dir))
+    if resume and (run_dir / MODEL_DIR).is_dir():  # saved whole at the end: the run finished
+        _note(f"{run_dir} is already complete ({MODEL_DIR}/ saved); nothing to do")
+        return run_dir
     checkpoint = last_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint-N folder in {run_dir}")
-    if not resume and ((run_dir / MODEL_DIR).exists() or last_checkpoint(run_dir) is not None):
-        raise FileExistsError(f"{run_dir} already holds a cold-start run; pass --resume or choose another --output-dir")
+    if resume and checkpoint is None:  # cut off before its first checkpoint
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"--resume: {run_dir} holds no cold-start run to resume (no {CONFIG_FILE}, "
+                                    "no checkpoint-N folder)")
+        _note(f"no checkpoint in {run_dir} yet: the fine-tuning starts again from step 0")
+    if not resume:
+        refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         truncate_jsonl(run_dir / METRICS_FILE, after_step=checkpoint_step(checkpoint))
     elif (run_dir / METRICS_FILE).exists():
         (run_dir / METRICS_FILE).unlink()
-    save_config(config, run_dir / "config.yaml")
+    save_config(config, run_dir / CONFIG_FILE)
     (run_dir / "data.json").write_text(json.dumps({"data": str(data)}) + "\n")
     trainer = build_sft_trainer(config, data=data, output_dir=run_dir)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
