@@ -206,24 +206,18 @@ def check_run(
 ) -> None:
     """The real run's up-front checks of what it reads and writes, before the model is loaded.
 
-    As the dry run's, but strict: a local model or data path must exist now. The data is loaded once
-    here to see it fills one generation (TRL's sampler drops an incomplete batch: it would "train" 0
-    steps and publish the start model as the run's).
+    As the dry run's, but strict: a local model or data path must exist now. Local data is loaded
+    once here to see it is not empty (TRL would "train" 0 steps on it). Whether it fills one generation
+    needs the world size, which only the launched run knows: `tapo.engine.run` checks that once its
+    engine arguments are built (the TRL configuration must not be built here, before the launch's own).
     """
     from tapo.config import override_origins
 
     set_by = override_origins(overrides)
     errors, _, data_line = _file_problems(config, where=where, set_by=set_by, output_dir=output_dir, planned={})
     rows = re.search(r"\((\d+) rows\)", data_line or "")
-    if rows:
-        try:
-            args, _ = run_args(config, where=where, run_dir=output_dir or config.output_dir)
-        except ConfigError as error:
-            errors.append(str(error))
-        else:
-            queries = args.generation_batch_size // args.num_generations
-            problem = _rows_problem(int(rows.group(1)), queries, where=where, data=config.data, set_by=set_by)
-            errors += [problem] if problem else []
+    if rows and int(rows.group(1)) == 0:
+        errors.append(_rows_problem(0, 1, where=where, data=config.data, set_by=set_by))
     if errors:
         raise ConfigError("\n".join(errors))
 

@@ -250,11 +250,15 @@ def test_real_run_checks_template_output_and_empty_data(here):
 
 
 def test_real_run_refuses_data_that_cannot_fill_one_generation(here):
-    """Not only empty data: too few rows for one generation would train 0 steps and publish the start model."""
-    path = recipe(here)
-    with pytest.raises(ConfigError, match=r"has 2 row\(s\), fewer than the 4 queries of one generation, so training "
-                                          r"would run 0 steps \(from --set data.limit=2\)"):
-        check_run(load_config(path, ["data.limit=2"]), where=str(path), overrides=["data.limit=2"])
+    """Not only empty data: too few rows for one generation would train 0 steps and publish the start model. The
+    launched run checks it once its engine arguments (and so its world size) exist, before any step."""
+    from tapo.engine.run import run_training
+
+    config = load_config(recipe(here), ["data.limit=2"])
+    with pytest.raises(ConfigError, match=r"has 2 row\(s\), fewer than the 4 queries of one generation \(32 "
+                                          r"completions on 1 process\(es\) / num_generations 8\), so training"):
+        run_training(config, output_dir=str(here / "run"))
+    assert not (here / "run" / "model").exists()
 
 
 def test_real_run_passes_the_tiny_recipe(here):

@@ -82,6 +82,13 @@ def build_trainer(config: RunConfig, *, run_dir: Path):
             dataset = with_privileged_context(dataset)
     else:
         args, trainer_cls = GRPOConfig(**settings), GRPOTrainer
+    queries = args.generation_batch_size // args.num_generations  # over every process of the launch
+    if len(dataset) < queries:  # TRL's sampler drops an incomplete batch: 0 steps, the start model published
+        raise ConfigError(
+            f"data.source: {config.data.source} has {len(dataset)} row(s), fewer than the {queries} queries of one "
+            f"generation ({args.generation_batch_size} completions on {args.world_size} process(es) / "
+            f"num_generations {args.num_generations}), so training would run 0 steps"
+        )
     trainer = with_run_card(trainer_cls)(
         model=model, reward_funcs=[math_reward], args=args, train_dataset=dataset, processing_class=tokenizer
     )
