@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from tapo.config import (
     _field_names,
     load_section,
     load_top_level,
+    origin_note,
     read_config_file,
+    type_problem,
 )
 from tapo.sampling.backends import BACKENDS
 
@@ -150,24 +153,52 @@ def _choice(value: str, allowed: tuple[str, ...], *, key: str, where: str) -> No
         raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def check_generation(*, temperature: float, top_p: float, max_new_tokens: int, prefix: str, where: str) -> None:
+    """Raise ConfigError naming `PREFIX`temperature / top_p / max_new_tokens when `SamplingSettings` would refuse it.
+
+    Shared by the sampling options (`build.temperature`) and the synthesis ones (`build.synthesis_temperature`),
+    so that a bad value is named by its own key at load, not as a bare `top_p` after the sampling stage.
+
+    >>> check_generation(temperature=0.7, top_p=1.5, max_new_tokens=8, prefix="build.synthesis_", where="c.yaml")
+    Traceback (most recent call last):
+    ...
+    tapo.config.ConfigError: c.yaml: build.synthesis_top_p must be in (0, 1], got 1.5
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"{where}: {prefix}max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ConfigError(f"{where}: {prefix}temperature must be >= 0, got {temperature!r}")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ConfigError(f"{where}: {prefix}top_p must be in (0, 1], got {top_p!r}")
+
+
 def check_sampling(section: SamplingSection, *, name: str, where: str) -> None:
     """Raise ConfigError naming the first sampling option that cannot work."""
     if not isinstance(section.samples, int) or section.samples < 0:
         raise ConfigError(f"{where}: {name}.samples must be a non-negative integer, got {section.samples!r}")
-    for key in ("max_new_tokens", "batch_size"):
-        value = getattr(section, key)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}: {name}.{key} must be a positive integer, got {value!r}")
-    if not isinstance(section.temperature, (int, float)) or section.temperature < 0:
-        raise ConfigError(f"{where}: {name}.temperature must be >= 0, got {section.temperature!r}")
-    if not isinstance(section.top_p, (int, float)) or not 0 < section.top_p <= 1:
-        raise ConfigError(f"{where}: {name}.top_p must be in (0, 1], got {section.top_p!r}")
+    check_generation(temperature=section.temperature, top_p=section.top_p, max_new_tokens=section.max_new_tokens,
+                     prefix=f"{name}.", where=where)
+    if not isinstance(section.batch_size, int) or section.batch_size < 1:
+        raise ConfigError(f"{where}: {name}.batch_size must be a positive integer, got {section.batch_size!r}")
     _choice(section.backend, BACKENDS, key=f"{name}.backend", where=where)
 
 
-def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection, *, where: str) -> None:
-    """Raise ConfigError naming the first build option that cannot work with this data."""
+def check_build(
+    build: BuildSection,
+    teacher: TeacherSection,
+    data: DataSection,
+    *,
+    where: str,
+    set_by: dict[str, str] | None = None,
+) -> None:
+    """Raise ConfigError naming the first build option that cannot work with this data.
+
+    Everything the build would otherwise find only after its sampling stage (minutes to hours) is
+    checked here: the synthesis sampling options and the templates' placeholders among them.
+    """
     check_sampling(build, name="build", where=where)
+    check_generation(temperature=build.synthesis_temperature, top_p=build.synthesis_top_p,
+                     max_new_tokens=build.synthesis_max_new_tokens, prefix="build.synthesis_", where=where)
     _choice(build.construction, CONSTRUCTIONS, key="build.construction", where=where)
     _choice(build.positive_source, POSITIVE_SOURCES, key="build.positive_source", where=where)
     _choice(build.synthetic_negative, SYNTHETIC_NEGATIVE, key="build.synthetic_negative", where=where)
@@ -196,9 +227,8 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
     for key in ("n_pos", "n_neg"):
         if not isinstance(getattr(build, key), int) or getattr(build, key) < (1 if key == "n_pos" else 0):
             raise ConfigError(f"{where}: build.{key} must be an integer >= {1 if key == 'n_pos' else 0}")
-    for key in ("self_template", "locate_template"):
-        if getattr(build, key) is not None and not Path(getattr(build, key)).is_file():
-            raise ConfigError(f"{where}: build.{key}: file not found: {getattr(build, key)}")
+    check_eligibility(build, where=where)
+    check_templates(build, where=where, set_by=set_by)
     if mix.get("locate", 0) and build.construction != "aligned":
         raise ConfigError(
             f"{where}: build.mix.locate needs construction: aligned (a locate example quotes y-'s known first wrong "
@@ -206,6 +236,53 @@ def check_build(build: BuildSection, teacher: TeacherSection, data: DataSection,
         )
     if build.construction == "teacher" and (not teacher.base_url or not teacher.model):
         raise ConfigError(f"{where}: construction: teacher needs teacher.base_url and teacher.model")
+
+
+def check_eligibility(build: BuildSection, *, where: str) -> None:
+    """Refuse n_pos / n_neg that a query's `build.samples` samples can never meet: the build would sample every
+    query and keep nothing (as `tapo.n_pos + tapo.n_neg > trainer.num_generations` is refused in training).
+
+    `tapo.coldstart.build.choose_pair`: the policy's own y+ (positive_source: policy) needs >= n_pos right
+    samples; a sampled y- (synthetic_negative: never / unparsable) needs >= n_neg wrong ones, and at least
+    one even at n_neg 0 (`select_pairs` draws y- from them). `either` falls back to the reference y+, and
+    `always` corrupts the reference for y-, so those needs drop out.
+
+    >>> check_eligibility(BuildSection(samples=2, n_pos=2, n_neg=1), where="c.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tapo.config.ConfigError: c.yaml: build.n_pos + build.n_neg (2 + 1) must be <= build.samples (2): ...
+    """
+    always = build.synthetic_negative == "always"
+    needs = {
+        "build.n_pos": build.n_pos if build.positive_source == "policy" else 0,
+        "build.n_neg": 0 if always else max(build.n_neg, 1),
+    }
+    needs = {key: n for key, n in needs.items() if n}
+    if sum(needs.values()) <= build.samples:
+        return
+    zero = " (build.n_neg 0 still needs one wrong sample: y- is one)" if not always and build.n_neg == 0 else ""
+    eligible = " and ".join(f">= {n} {'right' if key == 'build.n_pos' else 'wrong'}" for key, n in needs.items())
+    raise ConfigError(
+        f"{where}: {' + '.join(needs)} ({' + '.join(map(str, needs.values()))}) must be <= build.samples "
+        f"({build.samples}){zero}: with positive_source: {build.positive_source} and synthetic_negative: "
+        f"{build.synthetic_negative} a query is eligible with {eligible} samples out of its {build.samples}, so "
+        f"none ever would be and the build would keep nothing; raise build.samples or lower {' / '.join(needs)}"
+    )
+
+
+def check_templates(build: BuildSection, *, where: str, set_by: dict[str, str] | None = None) -> None:
+    """`build.self_template` / `build.locate_template` exist and use exactly their prompt's placeholders
+    ($question, $negative, $positive), checked at load as `tapo train` checks its templates, not only when
+    the first prompt is filled after the sampling stage."""
+    from tapo.validate import check_template  # deferred: tapo.validate describes cold-start configs too
+
+    for name in ("self_template", "locate_template"):
+        path, key = getattr(build, name), f"build.{name}"
+        if path is None:
+            continue
+        if not Path(path).is_file():  # the path as the build reads it (no ~ expansion)
+            raise ConfigError(f"{where}: {key}: file not found: {path}{origin_note(key, set_by)}")
+        check_template(path, where=where, note=origin_note(key, set_by), key=key)
 
 
 def sft_settings(config: ColdStartConfig, *, output_dir: str | Path) -> dict:
@@ -223,14 +300,21 @@ def sft_settings(config: ColdStartConfig, *, output_dir: str | Path) -> dict:
     return settings
 
 
-def check_sft(sft: dict, *, where: str) -> None:
-    """The `sft` section's keys are SFTConfig fields, and none is one the runner sets."""
+def check_sft(sft: dict, *, where: str, set_by: dict[str, str] | None = None) -> None:
+    """The `sft` section's keys are SFTConfig fields, none is one the runner sets, and each value has its
+    field's type (as `trainer:` against GRPOConfig), so `sft.learning_rate: abc` is named here, not met as
+    a formatting error in the dry run or a TypeError inside TRL."""
     from tapo.engine.arguments import SFTConfig
 
     owned = sorted(set(sft) & set(RUNNER_OWNED_SFT_KEYS))
     if owned:
         raise ConfigError(f"{where}: {', '.join(owned)} cannot be set under 'sft' (the runner sets it)")
-    _check_keys("sft", sft, _field_names(SFTConfig), where=where)
+    _check_keys("sft", sft, _field_names(SFTConfig), where=where, set_by=set_by)
+    hints = typing.get_type_hints(SFTConfig)
+    problems = [f"{where}: sft.{key} {problem}{origin_note(f'sft.{key}', set_by)}"
+                for key, value in sft.items() if (problem := type_problem(value, hints[key]))]
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def build_coldstart_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | None = None) -> ColdStartConfig:
@@ -248,8 +332,8 @@ def build_coldstart_config(raw: dict, *, where: str = "config", set_by: dict[str
         teacher=section("teacher", TeacherSection),
         sft=dict(sft),
     )
-    check_build(config.build, config.teacher, config.data, where=where)
-    check_sft(config.sft, where=where)
+    check_build(config.build, config.teacher, config.data, where=where, set_by=set_by)
+    check_sft(config.sft, where=where, set_by=set_by)
     return config
 
 
