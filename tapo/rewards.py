@@ -3,7 +3,8 @@ r"""Answer checking: is the final answer of a response equal to the gold answer?
 Three steps, cheapest first:
 
 1. Extract the final answer: the last non-empty ``\boxed{...}`` / ``\fbox{...}`` /
-   ``\boxed 7``, else "Final Answer: X" / "the answer is X" / "#### X".
+   ``\boxed 7``, else "Final Answer: X" / "the answer is X" / "#### X" (a sentence answer
+   ``12 cookies`` is graded as ``\boxed{12 \text{cookies}}`` would be).
 2. Fast path in this process: rewrite spellings that math-verify misreads or chokes on (see
    "Equivalences" below), normalize both sides (``$``, ``\left``, ``\dfrac``, degrees,
    ``1,000``, ...) and compare plain numbers exactly as rationals and answer choices by letter.
@@ -62,6 +63,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -90,12 +92,22 @@ _SILENCE_S = 60.0  # the service answers every item within its limit; past limit
 # ---------------------------------------------------------------------------------------------
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# "Final Answer: X", "The final answer is X", "the answer is X", GSM8K-style "#### X".
+# "Final Answer: X", "The final answer is X", "the answer is X", GSM8K-style "#### X". "####" is
+# also a markdown heading ("#### Double-check", "#### 2. Verify"): it counts only before something
+# answer-like that is not a numbered title.
 _ANSWER_PHRASE = re.compile(
-    r"(?:final\s+answer(?:\s+is)?|the\s+answer\s+is|####)[\s*:]*", re.IGNORECASE
+    r"(?:final\s+answer(?:\s+is)?|the\s+answer\s+is"
+    r"|(?<!#)####(?!#)(?=[ \t*:]*[-+\d$\\(])(?![ \t*:]*\d+\.[ \t]+[A-Za-z]))[\s*:]*",
+    re.IGNORECASE,
 )
-_MATH_SPAN = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+# An escaped dollar (\$18) is money, not a delimiter.
+_MATH_SPAN = re.compile(r"(?<!\\)\$\$?(.+?)(?<!\\)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_DISPLAY_OPENING = re.compile(r"\$\$|\\\[")  # "Final Answer:" then the display on the next lines
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")  # "42. Because" ends at "42"; "0.5" does not
+# "12 cookies": a number, then words, the first of two letters or more ("5 x" is 5x, not 5).
+_NUMBER_THEN_WORDS = re.compile(
+    r"([+-]?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:/\d+)?)\s+([A-Za-z][A-Za-z'-]+(?:\s+[A-Za-z][A-Za-z'-]*)*)"
+)
 
 
 def extract_answer(text: str) -> str | None:
@@ -103,7 +115,9 @@ def extract_answer(text: str) -> str | None:
 
     The last non-empty ``\boxed{...}`` (nested braces are fine; ``\fbox`` and the
     ``\boxed 7`` form count too) wins; empty boxes are skipped as if absent. Without a box,
-    the last "Final Answer: X" / "final answer is X" / "the answer is X" / "#### X".
+    the last "Final Answer: X" / "final answer is X" / "the answer is X" / "#### X": the math
+    span on its line (or the display that line opens), else its sentence, where words after a
+    number are text.
 
     >>> extract_answer(r"First \boxed{3}, then \boxed{\frac{1}{\sqrt{2}}}.")
     '\\frac{1}{\\sqrt{2}}'
@@ -113,6 +127,8 @@ def extract_answer(text: str) -> str | None:
     '12'
     >>> extract_answer(r"\boxed{}") is None
     True
+    >>> extract_answer("The answer is 12 cookies."), extract_answer("Final Answer:\n$$\n7\n$$")
+    ('12 \\text{cookies}', '7')
     """
     boxed = _last_box(text)
     return boxed if boxed is not None else _last_answer_phrase(text)
@@ -161,15 +177,29 @@ def _braced(text: str, open_at: int) -> str | None:
 def _last_answer_phrase(text: str) -> str | None:
     """The answer after the last "the answer is"-style phrase: its math span or its sentence."""
     for match in reversed(list(_ANSWER_PHRASE.finditer(text))):
-        line = text[match.end() :].split("\n", 1)[0]
-        math = _MATH_SPAN.search(line)
+        rest = text[match.end() :]
+        line = rest.split("\n", 1)[0]
+        if _DISPLAY_OPENING.fullmatch(line.strip()):  # its line only opens a display: read the display
+            math = _MATH_SPAN.match(rest)
+            if not math:  # cut off before it closes
+                continue
+        else:
+            math = _MATH_SPAN.search(line)
         if math:
             answer = _strip_answer(next(group for group in math.groups() if group is not None))
         else:
-            answer = _strip_answer(_SENTENCE_END.split(line, 1)[0])
+            answer = _words_as_text(_strip_answer(_SENTENCE_END.split(line, 1)[0]))
         if answer:  # "... write the final answer." says nothing; look further back
             return answer
     return None
+
+
+def _words_as_text(answer: str | None) -> str | None:
+    r"""``12 cookies`` -> ``12 \text{cookies}``: graded as that box would be (math-verify reads
+    bare words as variables, and drops ``\text`` units; "percent" and "degrees" keep their rules).
+    """
+    words = _NUMBER_THEN_WORDS.fullmatch(answer) if answer else None
+    return f"{words.group(1)} \\text{{{words.group(2)}}}" if words else answer
 
 
 def _strip_answer(answer: str) -> str | None:
@@ -216,6 +246,7 @@ _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])")
 _LATEX_SPACE = re.compile(r"\\[,;:! ]|~")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![A-Za-z])|degrees?$")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+")
+_LIST_COMMA = re.compile(r",\s")  # a separator has no space after it
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _SCIENTIFIC = re.compile(
     r"([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d+)|(?:\\times|\\cdot|\*|×|·)10\^(?:\{([+-]?\d+)\}|(\d)))"
@@ -408,8 +439,8 @@ def _plain_bound(bound: str) -> str:
 def _normalize(answer: str) -> str:
     r"""A canonical spelling for string comparison and number parsing.
 
-    >>> _normalize(r"\$ 1{,}000 \text{ degrees}.")
-    '1000'
+    >>> _normalize(r"\$ 1{,}000 \text{ degrees}."), _normalize("2, 100"), _normalize(r"10,\!000")
+    ('1000', '2,100', '10000')
     >>> _normalize(r"\left( \dfrac{1}{2}, 30^{\circ} \right)")
     '(\\frac{1}{2},30)'
     """
@@ -417,11 +448,12 @@ def _normalize(answer: str) -> str:
     s = _TEXT_WRAPPER.sub(r"\1", s)
     s = _LEFT_RIGHT.sub("", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = _LATEX_SPACE.sub("", s)
-    s = "".join(s.split()).removesuffix(".")  # whitespace carries no meaning in a final answer
-    s = _DEGREES.sub("", s)
+    s = _LATEX_SPACE.sub(lambda space: "" if space.group() == "\\!" else " ", s)  # 10,\!000 is one number
     s = s.replace("{,}", ",")
-    if _THOUSANDS.fullmatch(s):
+    listed = _LIST_COMMA.search(s) is not None  # "2, 100" is two answers, "2,100" one number
+    s = "".join(s.split()).removesuffix(".")  # whitespace carries no other meaning in a final answer
+    s = _DEGREES.sub("", s)
+    if not listed and _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     return s
 
@@ -841,29 +873,47 @@ def is_correct(response: str, gold: str, *, timeout_s: float | None = None) -> b
     >>> is_correct(r"\boxed{1.5e3}", "1500"), is_correct(r"\boxed{\textbf{(B) } 5}", "B")
     (True, True)
     """
-    return _score([response], [gold], labels=["gold answer"], timeout_s=timeout_s)[0] == 1.0
+    return _score([response], [gold], labels=["gold answer"], timeout_s=timeout_s).rewards[0] == 1.0
 
 
-def math_reward(completions, answer, *, timeout_s: float | None = None, **kw) -> list[float]:
+def math_reward(
+    completions,
+    answer,
+    *,
+    timeout_s: float | None = None,
+    query_id: Sequence | None = None,
+    log_metric: Callable[[str, float], None] | None = None,
+    **kw,
+) -> list[float]:
     r"""TRL reward function: 1.0 where a completion's final answer equals the row's gold, else 0.0.
 
     ``completions`` are strings or conversations (the last message's content is scored);
-    ``answer`` is the dataset column, aligned with them. TRL's other keyword arguments
-    (prompts, completion_ids, trainer_state, ...) are ignored. ``timeout_s`` limits each
-    math-verify item (default: ``configure_checking``'s); a late or crashed item scores 0.
+    ``answer`` is the dataset column, aligned with them; so is ``query_id``, when the dataset
+    has one, which then names a bad row in errors. TRL's other keyword arguments (prompts,
+    completion_ids, trainer_state, ...) are ignored. ``timeout_s`` limits each math-verify item
+    (default: ``configure_checking``'s); a late or crashed item scores 0. ``log_metric`` (TRL's)
+    gets this call's ``verifier/timeouts`` and ``verifier/crashes``, zeros included: TRL
+    averages what was logged, so logging only the nonzero ones would report the mean of the bad
+    calls, and a healthy run would show nothing rather than a flat 0.
 
     >>> math_reward([r"\boxed{1000}", [{"role": "assistant", "content": "The answer is 7."}]],
     ...             ["#### 1,000", "8"])
     [1.0, 0.0]
     """
-    if isinstance(answer, str) or len(answer) != len(completions):
+    if isinstance(answer, str) or not isinstance(answer, Sequence) or len(answer) != len(completions):
         raise ValueError(
             f"math_reward needs one answer per completion; got {len(completions)} completions "
             f"and answer={answer!r:.80}"
         )
     responses = [_completion_text(completion) for completion in completions]
     labels = [f"answer of row {i}" for i in range(len(responses))]
-    return _score(responses, list(answer), labels=labels, timeout_s=timeout_s)
+    if isinstance(query_id, Sequence) and not isinstance(query_id, str) and len(query_id) == len(labels):
+        labels = [f"{label} (query_id {query!r})" for label, query in zip(labels, query_id)]
+    scores = _score(responses, list(answer), labels=labels, timeout_s=timeout_s)
+    if log_metric is not None:
+        log_metric("verifier/timeouts", float(scores.timeouts))
+        log_metric("verifier/crashes", float(scores.crashes))
+    return scores.rewards
 
 
 def validate_gold(gold: str, *, where: str, timeout_s: float | None = None) -> None:
@@ -882,7 +932,7 @@ def validate_gold(gold: str, *, where: str, timeout_s: float | None = None) -> N
     gold_answer = _rewrite(_gold_text(gold, label=label))
     normalized = _normalize(gold_answer)
     if _as_number_or_percent(normalized) is not None or _choice(normalized) is not None:
-        return
+        return  # a choice is valid by its letter, and scoring never raises for one (see _score)
     [outcome] = _run_checks([(gold_answer, None)], timeout_s=timeout_s)
     if outcome is _Outcome.GOLD_UNPARSED:
         raise ValueError(f"{label} cannot be parsed: {gold!r}")
@@ -918,35 +968,55 @@ def _gold_text(gold, *, label: str) -> str:
 
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """What one scoring call gives: a reward per response, and its math-verify items lost."""
+
+    rewards: list[float]
+    timeouts: int = 0  # items past the wall-clock limit
+    crashes: int = 0  # items that raised or killed their worker
+
+
 def _score(
     responses: Sequence[str], golds: Sequence[str], *, labels: Sequence[str], timeout_s: float | None
-) -> list[float]:
+) -> _Scores:
     """1.0/0.0 per (response, gold): fast path here, the rest in one math-verify batch.
 
     A gold that is neither a plain number nor an answer choice always goes to math-verify,
     even when the fast path decided the verdict (pred=None then), so an unparseable gold raises
-    whatever the response says.
+    whatever the response says; should that gold-only check time out or crash, the fast path's
+    verdict stands. An answer choice is a valid gold by its letter (``validate_gold`` passes
+    it): content math-verify cannot parse only means a response that is no choice scores 0.
     """
     timeout_s = _resolved_timeout(timeout_s, where="answer checking")
     verdicts: list[bool | None] = []
+    gold_answers: list[str] = []
     jobs: list[tuple[str, str | None]] = []
     job_rows: list[int] = []
     for row, (response, gold, label) in enumerate(zip(responses, golds, labels, strict=True)):
-        gold_answer = _gold_text(gold, label=label)
+        gold_answers.append(_gold_text(gold, label=label))
         pred_answer = extract_answer(response)
-        verdict, gold_mv, pred_mv = _fast_verdict(pred_answer, gold_answer)
+        verdict, gold_mv, pred_mv = _fast_verdict(pred_answer, gold_answers[-1])
         verdicts.append(verdict)
         if gold_mv is not None:
             jobs.append((gold_mv, pred_mv if verdict is None else None))
             job_rows.append(row)
-    for row, outcome in zip(job_rows, _run_checks(jobs, timeout_s=timeout_s) if jobs else [], strict=True):
-        if outcome is _Outcome.GOLD_UNPARSED:
+    outcomes = _run_checks(jobs, timeout_s=timeout_s) if jobs else []
+    for row, outcome in zip(job_rows, outcomes, strict=True):
+        if outcome is _Outcome.GOLD_UNPARSED and not _is_choice(gold_answers[row]):
             raise ValueError(f"{labels[row]} cannot be parsed: {golds[row]!r}")
-        if outcome in (_Outcome.TIMEOUT, _Outcome.CRASH):
-            verdicts[row] = False
-        elif verdicts[row] is None:
+        if verdicts[row] is None:  # a late or crashed item scores 0
             verdicts[row] = outcome is _Outcome.CORRECT
-    return [1.0 if verdict else 0.0 for verdict in verdicts]
+    return _Scores(
+        [1.0 if verdict else 0.0 for verdict in verdicts],
+        timeouts=outcomes.count(_Outcome.TIMEOUT),
+        crashes=outcomes.count(_Outcome.CRASH),
+    )
+
+
+def _is_choice(answer: str) -> bool:
+    r"""Whether an answer is an answer choice: ``(B)``, ``\textbf{(B) } 5``."""
+    return _choice(_normalize(_rewrite(answer))) is not None
 
 
 def _fast_verdict(pred: str | None, gold: str) -> tuple[bool | None, str | None, str | None]:
@@ -983,13 +1053,13 @@ def _fast_verdict(pred: str | None, gold: str) -> tuple[bool | None, str | None,
         gold_norm = _normalize(gold)
     elif gold_choice:  # a bare choice: nothing to parse, and only a choice matches it
         return False, None, None
-    gold_mv = _mv_gold(gold, gold_norm)
+    gold_mv = None if gold_choice else _mv_gold(gold, gold_norm)  # a choice is valid by its letter
     gold_number, pred_number = _as_number_or_percent(gold_norm), _as_number_or_percent(pred_norm)
     if gold_number is not None and pred_number is not None:
         return _same_number(pred_number, gold_number), None, None
     if pred_norm == gold_norm:
         return True, gold_mv, None
-    return None, gold_mv or _mv_spelling(gold, gold_number), _mv_spelling(pred, pred_number)
+    return None, gold_mv or _mv_spelling(gold, gold_norm, gold_number), _mv_spelling(pred, pred_norm, pred_number)
 
 
 def _mv_gold(gold: str, gold_norm: str) -> str | None:
@@ -997,8 +1067,18 @@ def _mv_gold(gold: str, gold_norm: str) -> str | None:
     return None if _as_number_or_percent(gold_norm) is not None else gold
 
 
-def _mv_spelling(answer: str, number: tuple[Fraction, bool] | None) -> str:
-    """How an answer goes to math-verify: a plain number in its exact LaTeX, else as written."""
+def _mv_spelling(answer: str, normalized: str, number: tuple[Fraction, bool] | None) -> str:
+    r"""How an answer goes to math-verify: a plain number without thousands separators to misread,
+    else as written. A decimal stays a decimal, so math-verify's rounding applies to it as to any
+    decimal (``1.414214`` is ``\sqrt{2}``); other numbers (``1.5e3``, ``0.\overline{3}``) in exact LaTeX.
+
+    >>> _mv_spelling("1,414.214", "1414.214", (Fraction("1414.214"), False))
+    '1414.214'
+    >>> _mv_spelling("1.5e3", "1.5e3", (Fraction(1500), False))
+    '1500'
+    """
     if number is None or number[1]:
         return answer  # math-verify reads 50\% as 1/2
+    if "." in normalized and _DECIMAL.fullmatch(normalized):
+        return format(Decimal(normalized), "f")  # ".5" -> "0.5", "3." -> "3"
     return _latex_number(number[0])

@@ -22,7 +22,8 @@ killed. Its own wall-clock limit (``timeout_s`` from when it was handed over) en
 the worker is killed (SIGKILL) and the item is ``timeout``. A worker that dies holds exactly one
 item, which is ``crash``; so is an item whose check raised. A worker may grow by at most
 ``_WORKER_EXTRA_MEMORY`` of address space: past it the check raises MemoryError (``crash``)
-instead of the machine running out of memory, and the worker is replaced.
+instead of the machine running out of memory, and the worker is replaced. The service's first
+crash is told on stderr, with the check's traceback; later ones are only counted by the parent.
 
 Lifetime: the service exits when its stdin closes or its parent process dies (checked twice a
 second; on Linux, when started from the parent's main thread, it also gets SIGKILL with its
@@ -46,6 +47,7 @@ import selectors
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -159,6 +161,7 @@ class _Service:
     idle: list[_Worker] = field(default_factory=list)
     busy: list[_Worker] = field(default_factory=list)
     dying: list[int] = field(default_factory=list)  # killed, not reaped yet (pids)
+    crash_told: bool = False  # the first crash went to stderr
 
     def __post_init__(self):
         self.stdin = _Lines(0)
@@ -287,6 +290,8 @@ class _Service:
                     continue
                 for line in lines:
                     answer = json.loads(line)
+                    if answer["outcome"] == "crash":
+                        self.tell_crash(jobs[worker.job], answer.get("traceback", "(no traceback)"))
                     self.send({"i": worker.job, "outcome": answer["outcome"]})
                     worker.job = None
                     self.busy.remove(worker)
@@ -298,6 +303,7 @@ class _Service:
                     else:
                         self.idle.append(worker)
                 if worker.job is not None and worker.results.eof:  # it died: its item killed it
+                    self.tell_crash(jobs[worker.job], "its worker died (killed, or exited) before it answered")
                     self.send({"i": worker.job, "outcome": "crash"})
                     self.discard(worker, kill=False)
                     replaced += 1
@@ -317,6 +323,20 @@ class _Service:
                         pass
         self.keep(workers)  # fresh forks start at the service's (normal) priority
         self.send({"done": True, "replaced": replaced})
+
+    def tell_crash(self, job: list, why: str) -> None:
+        """The first crash on stderr, once: a crash scores 0 quietly, and a broken check would
+        otherwise only show as a count. Here, not in the worker: workers are forked fresh."""
+        if self.crash_told:
+            return
+        self.crash_told = True
+        gold, pred = job
+        sys.stderr.write(
+            f"tapo.verify_worker: the check of gold={gold!r:.200} pred={pred!r:.200} crashed (it scores 0; "
+            f"later crashes are only counted, see tapo.rewards.verifier_stats):\n"
+            f"{why.rstrip()}\n"
+        )
+        sys.stderr.flush()
 
     @staticmethod
     def _used(worker: _Worker, now: float) -> float:
@@ -354,10 +374,11 @@ def _worker_main(requests_fd: int, results_fd: int, task, *, service_pid: int) -
                 outcome = task(gold, pred)
                 outcome = getattr(outcome, "value", outcome)  # a stand-in may return an enum
             except MemoryError:  # its state is suspect now: answer, then leave for a fresh fork
-                results.write(b'{"outcome": "crash", "leaving": true}\n')
+                results.write(b'{"outcome": "crash", "leaving": true, "traceback": "MemoryError: past its cap"}\n')
                 os._exit(0)
             except Exception:  # noqa: BLE001 - a failing check scores 0; it must not stop training
-                outcome = "crash"
+                results.write(json.dumps({"outcome": "crash", "traceback": traceback.format_exc()}).encode() + b"\n")
+                continue
             results.write(json.dumps({"outcome": outcome}).encode() + b"\n")
 
 

@@ -3,6 +3,7 @@ r"""Answer checking: extraction, fast path, math-verify equivalence, and the wor
 from __future__ import annotations
 
 import doctest
+import functools
 import os
 import re
 import subprocess
@@ -59,6 +60,45 @@ SHORT_LIMIT_S = 2.0  # per-item limit for the tests that are meant to time out
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is 5.\n\n#### Double-check\n5*2=10, good.", "5"),
+        ("The answer is 5.\n\n#### 2. Verify\n5*2=10, good.", "5"),  # a numbered heading
+        ("Thus 5.\n##### 7", None),  # a deeper heading is never GSM8K's marker
+        ("Total: 48 + 24 = 72\n#### -3", "-3"),
+        ("#### $18", "18"),
+    ],
+)
+def test_a_markdown_heading_is_no_gsm8k_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_an_escaped_dollar_neither_opens_nor_closes_a_math_span():
+    assert extract_answer("The final answer is $\\$18$. I hope it is correct.") == r"\$18"
+    assert extract_answer(r"It costs \$5, and the answer is $7$.") == "7"
+    assert is_correct("The final answer is $\\$18$. I hope it is correct.", "18") is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The final answer is:\n$$\n\\frac{1}{2}\n$$",
+        "Final Answer\n\\[\n\\frac{1}{2}\n\\]",
+        "**Final Answer:**\n\n$$\\frac{1}{2}$$\nDone.",
+        "Final Answer: $$\n\\frac{1}{2}\n$$",
+    ],
+)
+def test_a_display_opened_below_the_answer_phrase_is_the_answer(text):
+    assert extract_answer(text) == r"\frac{1}{2}"
+    assert math_reward([text], ["0.5"]) == [1.0]
+
+
+def test_a_display_cut_off_below_the_answer_phrase_is_no_answer():
+    assert extract_answer("Final Answer\n\\[\n\\frac{1}{2}\n") is None
+    assert extract_answer("The answer is 3.\nFinal Answer:\n$$\n\\frac{1}{2}") == "3"
 
 
 # --- comparison ------------------------------------------------------------------------------
@@ -193,6 +233,44 @@ def test_near_misses_of_the_equivalence_classes_are_wrong(answer, gold):
     assert is_correct(rf"so \boxed{{{answer}}}", gold, timeout_s=10) is False
 
 
+def test_a_comma_followed_by_a_space_separates_answers():
+    # "2, 100" is two solutions, not 2100; "1,000" and "1{,}000" stay one number.
+    assert math_reward([r"\boxed{2100}", r"\boxed{100, 2}"], ["2, 100", "2, 100"]) == [0.0, 1.0]
+    assert math_reward([r"\boxed{2, 100}", r"\boxed{2100}"], ["2100", "2,100"]) == [0.0, 1.0]
+    assert math_reward([r"\boxed{1000}", r"\boxed{1000}", r"\boxed{10000}"], ["1,000", "1{,}000", r"10,\!000"]) == [
+        1.0, 1.0, 1.0,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        ("The answer is 12 cookies.", "12", True),
+        ("The answer is 18 dollars.", "18", True),
+        ("The final answer is 1,000 apples in all.", "1000", True),
+        ("The answer is 13 cookies.", "12", False),
+        ("The answer is 50 percent.", "0.5", True),  # the percent rule still applies
+        ("The answer is 45 degrees.", "45", True),
+        ("The answer is 5 x.", "5x", True),  # one letter is a variable, not a word
+    ],
+)
+def test_a_sentence_answer_is_graded_like_its_box(response, gold, expected):
+    assert is_correct(response, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        (r"\boxed{1.414214}", r"\sqrt{2}", True),  # math-verify rounds to 6 places
+        (r"\boxed{1,414.213562}", r"1000\sqrt{2}", True),  # thousands separator dropped
+        (r"\boxed{1.41}", r"\sqrt{2}", False),  # and no coarser
+        (r"\boxed{0.707107}", r"\frac{\sqrt{2}}{2}", True),
+    ],
+)
+def test_a_decimal_against_a_symbolic_gold_is_judged_by_math_verify(response, gold, expected):
+    assert is_correct(response, gold) is expected
+
+
 def test_deep_nesting_is_settled_without_math_verify():
     deep = "(" * 2000 + "7" + ")" * 2000  # math-verify would time out on far less
     before = verifier_stats()
@@ -245,6 +323,23 @@ def test_math_reward_names_the_row_of_an_unparseable_gold(answers, row):
 def test_math_reward_rejects_a_misaligned_answer_column():
     with pytest.raises(ValueError, match="one answer per completion"):
         math_reward([r"\boxed{1}", r"\boxed{2}"], ["1"])
+
+
+@pytest.mark.parametrize("answer", [None, 7, {"answer": "1"}])
+def test_math_reward_rejects_an_answer_that_is_no_column(answer):
+    with pytest.raises(ValueError, match="one answer per completion"):
+        math_reward([r"\boxed{1}"], answer)
+
+
+def test_math_reward_names_the_query_of_an_unparseable_gold():
+    with pytest.raises(ValueError, match=r"^answer of row 1 \(query_id 'q7'\) cannot be parsed: '\?\?\?'"):
+        math_reward([r"\boxed{1}", r"\boxed{1}"], ["1", "???"], query_id=["q3", "q7"])
+
+
+def test_an_answer_choice_gold_that_validates_also_scores():
+    validate_gold("(A) ???", where="row 1")  # valid by its letter
+    assert math_reward([r"\boxed{7}", r"\boxed{(A)}", r"\boxed{B}"], ["(A) ???"] * 3) == [0.0, 1.0, 0.0]
+    assert math_reward([r"\boxed{2+3}", r"\boxed{6}"], ["(C) 5", r"\textbf{(C) } \sqrt{25}"]) == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("gold", ["42", "#### 1,000", r"\frac{1}{2}", r"\boxed{\sqrt{2}}", "(1, 2]", "x^2+1"])
@@ -331,6 +426,55 @@ def _check_that_allocates(gold: str, pred: str | None):
     if pred == "huge":
         return len(bytearray(8 << 30))
     return rewards._Outcome.CORRECT
+
+
+def _check_that_hangs_on_a_gold_alone(gold: str, pred: str | None):
+    """A stand-in for math-verify whose gold-only parse check (pred=None) never finishes."""
+    if pred is None:
+        time.sleep(600)
+    return rewards._Outcome.WRONG
+
+
+@pytest.fixture
+def checks_by(monkeypatch):
+    """Run scoring's math-verify items with a stand-in check (in a service of its own)."""
+
+    def use(task):
+        monkeypatch.setattr(rewards, "_run_checks", functools.partial(rewards._run_checks, task=task))
+
+    return use
+
+
+def test_a_decided_verdict_survives_a_late_gold_check(checks_by):
+    checks_by(_check_that_hangs_on_a_gold_alone)
+    before = verifier_stats()
+    # The fast path decides (equal spellings); only the gold's parse check goes out, and hangs.
+    assert is_correct(r"\boxed{x^2+1}", "x^2+1", timeout_s=1.0) is True
+    assert math_reward([r"\boxed{x^2+1}", r"\boxed{x^2+2}"], ["x^2+1", "x^2+1"], timeout_s=1.0) == [1.0, 0.0]
+    assert verifier_stats().timeouts == before.timeouts + 2  # still counted
+
+
+def test_math_reward_logs_its_timeouts_and_crashes(checks_by):
+    logged: list[tuple[str, float]] = []
+    math_reward([r"\boxed{7}"], ["7"], log_metric=lambda name, value: logged.append((name, value)))
+    assert logged == [("verifier/timeouts", 0.0), ("verifier/crashes", 0.0)]  # zeros too
+    logged.clear()
+    scores = math_reward([r"\boxed{9^{9^{9^{9}}}}", r"\boxed{2\sqrt{2}}"], ["1", r"\sqrt{8}"], timeout_s=SHORT_LIMIT_S,
+                         log_metric=lambda name, value: logged.append((name, value)))
+    assert scores == [0.0, 1.0] and logged == [("verifier/timeouts", 1.0), ("verifier/crashes", 0.0)]
+    logged.clear()
+    checks_by(_check_that_can_fail)
+    scores = math_reward([r"\boxed{raise}", r"\boxed{die}", r"\boxed{ok}"], ["x"] * 3,
+                         log_metric=lambda name, value: logged.append((name, value)))
+    assert scores == [0.0, 0.0, 1.0] and logged == [("verifier/timeouts", 0.0), ("verifier/crashes", 2.0)]
+
+
+def test_the_first_crash_of_the_service_is_told_on_stderr_once(capfd):
+    jobs = [("1", "raise"), ("1", "ok"), ("1", "raise"), ("1", "raise")]
+    rewards._run_checks(jobs, timeout_s=DEFAULT_TIMEOUT_S, task=_check_that_can_fail)
+    err = capfd.readouterr().err
+    assert err.count("crashed (it scores 0") == 1 and err.count("RuntimeError: boom") == 1, err
+    assert "Traceback (most recent call last)" in err and "_check_that_can_fail" in err
 
 
 def test_a_runaway_allocation_is_a_crash_not_an_out_of_memory_kill():
