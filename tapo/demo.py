@@ -285,13 +285,16 @@ def _eval_started(directory: Path) -> Callable[[], str | None]:
 
 
 def _evaluate(plan: DemoPlan, model: Path, directory: Path) -> None:
-    from tapo.evaluation.run import EvalProtocol, evaluate
+    from tapo.evaluation.run import EvalProtocol, evaluate, training_prompt
 
     section = plan.demo.eval
     protocol = EvalProtocol(samples=section.samples, runs=section.runs, temperature=section.temperature,
                             top_p=section.top_p, max_tokens=section.max_tokens, seed=section.seed)
+    # Both models on the TAPO run's prompt (instruction, chat template arguments): the cold-started
+    # model is where that run's rollouts start.
     evaluate(str(model), [str(heldout_file(plan))], output_dir=directory, protocol=protocol,
-             batch_size=section.batch_size, backend=section.backend, dtype=plan.train.model.dtype)
+             batch_size=section.batch_size, backend=section.backend, dtype=plan.train.model.dtype,
+             **training_prompt(plan.train))
 
 
 def demo_stages(plan: DemoPlan) -> list[Stage]:

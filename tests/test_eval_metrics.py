@@ -125,3 +125,53 @@ def test_tables_show_percentages_with_std():
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_equivalent_wrong_answers_vote_together():
+    """1/2, 0.5 and \\frac{1}{2} are one wrong answer with three votes: it beats the gold's two."""
+    answers, correct = ["1/2", "0.5", "\\frac{1}{2}", "3", "3"], [False, False, False, True, True]
+    assert not majority_correct(answers, correct)
+    assert maj_at_k(answers, correct, 5) == 0.0
+    # k=3 (10 subsets): the gold wins the 3 holding both "3"s; a subset with one "3" holds two halves
+    assert maj_at_k(answers, correct, 3) == pytest.approx(0.3)
+
+
+def test_equivalent_groups_keep_the_first_seen_tie_rule():
+    # "0.5" and "1/2" (two votes) against the gold's two: the answer seen first wins the tie.
+    assert not majority_correct(["0.5", "3", "1/2", "3"], [False, True, False, True])
+    assert majority_correct(["3", "0.5", "1/2", "3"], [True, False, False, True])
+
+
+def test_answer_groups_compare_each_answer_with_the_group_representatives_only():
+    from tapo.evaluation.metrics import answer_groups
+
+    calls = []
+
+    def same(a, b):
+        calls.append((a, b))
+        return a.rstrip("0") == b.rstrip("0")
+
+    groups = answer_groups(["5", "7", "50", "70", None, "5", "9"], [False, False, False, False, False, True, False],
+                           same=same)
+    assert groups == [1, 2, 1, 2, None, 0, 3]
+    # each wrong answer against the first answer of each existing wrong group, until one matches
+    assert calls == [("7", "5"), ("50", "5"), ("70", "5"), ("70", "7"), ("9", "5"), ("9", "7")]
+
+
+def test_answers_the_checker_cannot_read_as_a_gold_group_by_their_text():
+    from tapo.evaluation.metrics import same_answer
+
+    assert same_answer("x = ?? ][", "x=??][")  # equal text without spaces: no checker needed
+    assert not same_answer("x = ?? ][", "3")  # "3" is no unreadable gold, and the texts differ
+    assert not same_answer("3", "x = ?? ][")  # the checker refuses this gold: unequal, not an error
+    assert not same_answer("a}b{", "a")  # "\boxed{a}b{}" would read as "a": compared as text instead
+
+
+def test_pass_at_k_accepts_numpy_integers_but_not_bools():
+    import numpy as np
+
+    assert pass_at_k(np.int64(5), np.int32(1), np.int8(1)) == pytest.approx(0.2)
+    assert pass_at_k(*np.array([10, 2, 3])) == pytest.approx(1 - 56 / 120)
+    for bad in (True, np.bool_(True), np.float64(1.0)):
+        with pytest.raises(ValueError, match="k must be an integer"):
+            pass_at_k(5, 1, bad)

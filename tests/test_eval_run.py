@@ -417,3 +417,80 @@ def test_cli_offline_hub_benchmark_names_the_local_file_fix(tmp_path, monkeypatc
     expected = ",".join(n if has_offline_copy(n) else f"path/to/{n.lower()}.jsonl" for n in names.split(","))
     assert f"pass its path: --benchmarks {expected}" in err
     assert not out.exists()
+
+
+# --- the responses and problems files as an interruption or a problem text leaves them -------------------------
+
+
+def test_append_rows_starts_a_new_line_after_a_last_row_without_its_newline(tmp_path):
+    from tapo.evaluation.responses import append_rows
+
+    path = tmp_path / "responses.jsonl"
+    path.write_text('{"a": 1}')
+    append_rows(path, [{"b": 2}, {"c": 3}])
+    append_rows(path, [{"d": 4}])
+    assert path.read_text() == '{"a": 1}\n{"b": 2}\n{"c": 3}\n{"d": 4}\n'
+    append_rows(tmp_path / "new.jsonl", [{"a": 1}])
+    assert (tmp_path / "new.jsonl").read_text() == '{"a": 1}\n'
+
+
+def test_a_last_chunk_without_its_final_newline_is_kept_and_every_resume_works(tmp_path):
+    bench = write_bench(tmp_path / "bench.jsonl")
+    out = tmp_path / "eval"
+
+    def stop(chunk, rows):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        coin_eval(out, bench, on_chunk=stop)
+    path = out / "responses.jsonl"
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # the first chunk whole, only its final newline missing
+    redone = []
+    resumed, _ = coin_eval(out, bench, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    again, sampler = coin_eval(out, bench)
+    fresh, _ = coin_eval(tmp_path / "fresh", bench)
+    assert (0, 0) not in redone and len(redone) == 2 * 3 - 1
+    assert resumed == again == fresh and sampler.prompts == 0
+    assert rows_by_key(out) == rows_by_key(tmp_path / "fresh")
+
+
+def test_a_write_cut_inside_a_character_drops_that_line_and_redoes_its_chunk(tmp_path):
+    bench = write_bench(tmp_path / "bench.jsonl")
+    out = tmp_path / "eval"
+    fresh, _ = coin_eval(out, bench)
+    rows, _ = read_responses(out / "responses.jsonl")
+    last = max((r["run"], r["chunk"]) for r in rows)
+    kept = [r for r in rows if (r["run"], r["chunk"]) != last]
+    line = json.dumps({**rows[-1], "response": "2 × 3 = \\boxed{6}"}, ensure_ascii=False).encode()
+    cut = line[: line.index("×".encode()) + 1]  # the first of the two bytes of "×": an interrupted write
+    (out / "responses.jsonl").write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in kept) + cut)
+    assert read_responses(out / "responses.jsonl") == (kept, 1)
+    redone = []
+    resumed, _ = coin_eval(out, bench, on_chunk=lambda chunk, rows: redone.append((chunk.run, chunk.index)))
+    assert redone == [last] and resumed == fresh
+
+
+def test_an_undecodable_line_inside_the_file_is_an_error(tmp_path):
+    path = tmp_path / "responses.jsonl"
+    path.write_bytes(b'{"a": "\xc3"}\n{}\n')
+    with pytest.raises(ValueError, match=re.escape(f"line 1 of {path} is not valid UTF-8")):
+        read_responses(path)
+
+
+def test_problem_texts_with_unicode_line_breaks_survive_a_rerun_and_the_analysis(tmp_path):
+    from tapo.evaluation import analyze
+    from tapo.evaluation.run import read_problems
+
+    texts = {"mini-1": "Line one\u2028line two: what is 2 + 3?", "mini-2": "One\u2029two\x85three: what is 7 - 4?"}
+    rows = [json.loads(line) for line in Path(BENCH).read_text().splitlines()]
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({**r, "problem": texts.get(r["id"], r["problem"])}, ensure_ascii=False) + "\n"
+                             for r in rows), encoding="utf-8")
+    out = tmp_path / "eval"
+    first, _ = coin_eval(out, bench)
+    assert "\u2028" in (out / "problems.jsonl").read_text(encoding="utf-8")  # json.dumps leaves it unescaped
+    again, sampler = coin_eval(out, bench)
+    assert again == first and sampler.prompts == 0
+    problems = read_problems(out / "problems.jsonl")
+    assert {pid: problems[("bench", pid)] for pid in texts} == texts
+    assert set(analyze([out])["benchmarks"]) == {"bench"}

@@ -62,8 +62,36 @@ def test_hf_sampler_decoding_options(model_defaults):
     (group,) = sampler.sample(ids, n=2, seed=1, settings=SamplingSettings(temperature=1.0, top_p=1.0, max_tokens=5))
     if model_defaults:  # the benchmarks' figures: top-k and repetition penalty from the model's generation config
         assert "top_k" not in seen and "repetition_penalty" not in seen
-    else:  # the evaluation protocol: temperature and top-p only
-        assert seen["top_k"] == 0 and seen["repetition_penalty"] == 1.0
+    else:  # the evaluation protocol: temperature and top-p only (the processors: the test below)
+        assert seen["top_k"] == 0
     for completion in group:
         assert len(completion.token_ids) == completion.n_tokens + int(completion.finished)
         assert tokenizer.decode(completion.token_ids, skip_special_tokens=True) == completion.text
+
+
+def test_hf_sampler_applies_temperature_and_top_p_whatever_the_generation_config_says():
+    from tapo.models import load_policy
+
+    model, tokenizer = load_policy("builtin:tiny", seed=0)
+    config = model.generation_config
+    model_settings = dict(min_p=0.3, typical_p=0.5, no_repeat_ngram_size=3, epsilon_cutoff=0.01, eta_cutoff=0.01,
+                          min_new_tokens=4, repetition_penalty=1.3, top_k=5, suppress_tokens=[7],
+                          begin_suppress_tokens=[8], renormalize_logits=True)
+    for key, value in model_settings.items():  # as a model's generation_config.json may set them
+        setattr(config, key, value)
+    processors = []
+    build = model._get_logits_processor
+
+    def recording(*args, **kwargs):
+        built = build(*args, **kwargs)
+        processors.append([type(p).__name__ for p in built])
+        return built
+
+    model._get_logits_processor = recording
+    ids = [prompt_token_ids(tokenizer, "What is 2 + 3?")]
+    HFSampler(model, tokenizer).sample(ids, n=2, seed=1, settings=SamplingSettings(temperature=0.6, top_p=0.9,
+                                                                                   max_tokens=3))
+    assert processors == [["TemperatureLogitsWarper", "TopPLogitsWarper"]]
+    assert model.generation_config is config and config.min_p == 0.3  # the model's own config is left as it was
+    HFSampler(model, tokenizer, model_defaults=True).sample(ids, n=1, seed=1, settings=SamplingSettings(max_tokens=6))
+    assert "MinPLogitsWarper" in processors[-1] and "TopKLogitsWarper" in processors[-1]  # the model's defaults

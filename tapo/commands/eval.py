@@ -32,7 +32,7 @@ def offline_benchmark_message(error, requested: list[str]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from tapo.data import BenchmarkUnavailableError
-    from tapo.evaluation.run import RESPONSES, RESULT_JSON, RESULT_MD, EvalProtocol, evaluate
+    from tapo.evaluation.run import RESPONSES, RESULT_JSON, RESULT_MD, EvalProtocol, evaluate, template_kwargs
     from tapo.evaluation.tables import result_markdown
 
     if args.limit is not None and args.limit < 1:
@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
+    chat_template_kwargs = template_kwargs(args.chat_template_kwargs, where="--chat-template-kwargs")
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     try:
         result = evaluate(
@@ -58,7 +59,9 @@ def _run(args: argparse.Namespace) -> int:
             limit=args.limit,
             backend=args.backend,
             dtype=args.dtype,
+            instruction=args.instruction,
             system_prompt=args.system_prompt,
+            chat_template_kwargs=chat_template_kwargs,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
@@ -95,7 +98,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
                    help="generation engine; auto = vLLM when installed and a CUDA GPU is present, else transformers")
     p.add_argument("--dtype", help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
+    # The prompt must be the one the model was trained with (the run config's data.instruction,
+    # data.system_prompt and trainer.chat_template_kwargs): given here, as TRL takes them, never guessed.
+    p.add_argument("--instruction", metavar="TEXT",
+                   help="the text after each problem, as data.instruction of the training config "
+                        "(default: the training default, step-by-step reasoning with a \\boxed{} answer)")
     p.add_argument("--system-prompt", help="a system message before each problem (default: none, as in training)")
+    p.add_argument("--chat-template-kwargs", metavar="JSON",
+                   help="chat template arguments as a JSON object, as trainer.chat_template_kwargs of the training "
+                        "config; Qwen3 non-thinking runs (recipes/paper): '{\"enable_thinking\": false}'")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier evaluation in --output instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

@@ -8,18 +8,22 @@ mean over runs, with the (population) standard deviation over runs beside it.
   with c correct of n samples.
 - maj@k: the share of problems where the majority answer of k samples is right; averaged over
   every k-subset of the n samples (exact up to `MAX_SUBSETS` subsets, a fixed sample beyond).
+  Answers vote by equivalence, not spelling: "1/2", "0.5" and "\\frac{1}{2}" are one answer.
 - avg@n: the mean accuracy of all n samples, which equals Pass@1.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import numbers
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 MAX_SUBSETS = 2000  # maj@k averages over all k-subsets up to this many, else over this many seeded ones
+SAME_ANSWER_TIMEOUT_S = 2.0  # limit of one equivalence check of two answers; a late one counts as different
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -33,10 +37,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     True
     """
     for name, value in (("n", n), ("c", c), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy integers are Integral
             raise ValueError(f"pass_at_k: {name} must be an integer, got {value!r}")
         if value < 0:
             raise ValueError(f"pass_at_k: {name} must be non-negative, got {name}={value}")
+    n, c, k = int(n), int(c), int(k)
     if k == 0:
         raise ValueError("pass_at_k: k must be at least 1, got k=0")
     if n == 0:
@@ -64,40 +69,96 @@ def avg_at_n(correct: Sequence[bool]) -> float:
     return sum(bool(x) for x in correct) / len(correct)
 
 
-def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
-    """Whether the most frequent final answer among these samples is right.
+@functools.lru_cache(maxsize=1 << 16)  # the same wrong answers recur across runs and k
+def same_answer(answer: str, other: str) -> bool:
+    r"""Whether two extracted answers are equal by the answer checker (`tapo.rewards.is_correct`, `other` as gold).
 
-    All correct samples form one vote (they all equal the gold); wrong answers vote by their
-    text with spaces removed; a sample with no extracted answer (None) does not vote. Ties go
-    to the answer seen first. No votes at all: wrong.
+    Equal text (spaces aside) is equal. An `answer` that would not come back out of a box, or an
+    `other` the checker cannot read as a gold, is equal to nothing else (so it votes by its text).
+
+    >>> same_answer("1/2", r"\frac{1}{2}"), same_answer("0.5", "1/2"), same_answer("0.5", "3")
+    (True, True, False)
+    """
+    if "".join(answer.split()) == "".join(other.split()):
+        return True
+    from tapo.rewards import extract_answer, is_correct
+
+    boxed = f"\\boxed{{{answer}}}"
+    if extract_answer(boxed) != answer.strip():  # unbalanced braces: the box would hold another answer
+        return False
+    try:
+        return is_correct(boxed, other, timeout_s=SAME_ANSWER_TIMEOUT_S)
+    except ValueError:  # `other` is no answer the checker can read as a gold
+        return False
+
+
+def answer_groups(
+    answers: Sequence[str | None], correct: Sequence[bool], *, same: Callable[[str, str], bool] = same_answer
+) -> list[int | None]:
+    """The vote of each sample: 0 for the correct ones, 1, 2, ... for groups of equal wrong answers, None for none.
+
+    Every correct sample equals the gold, so they are one group. A wrong answer joins the first
+    group whose first answer it equals (`same(answer, first)`), else starts a new one: a problem
+    costs at most one check per sample and group, whatever the number of k-subsets voted over.
+
+    >>> answer_groups(["3", "1/2", "0.5", None, "7", "3"], [True, False, False, False, False, True])
+    [0, 1, 1, None, 2, 0]
+    """
+    if len(answers) != len(correct):
+        raise ValueError(f"answer_groups: {len(answers)} answers but {len(correct)} verdicts")
+    firsts: list[str] = []  # the first answer of each wrong group, group i + 1
+    groups: list[int | None] = []
+    for answer, ok in zip(answers, correct):
+        if ok:
+            groups.append(0)
+        elif answer is None:
+            groups.append(None)
+        else:
+            group = next((i + 1 for i, first in enumerate(firsts) if same(answer, first)), None)
+            if group is None:
+                firsts.append(answer)
+                group = len(firsts)
+            groups.append(group)
+    return groups
+
+
+def _majority_is_correct(groups: Sequence[int | None]) -> bool:
+    """Whether group 0 (the correct answers) has the most votes; ties go to the group seen first."""
+    votes: dict[int, int] = {}
+    for group in groups:
+        if group is not None:
+            votes[group] = votes.get(group, 0) + 1
+    if not votes:
+        return False
+    return max(votes, key=lambda group: votes[group]) == 0  # max keeps the first of equal counts
+
+
+def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    r"""Whether the most frequent final answer among these samples is right.
+
+    Answers vote by equivalence (`answer_groups`): all correct samples form one vote (they all
+    equal the gold), and wrong answers the checker finds equal form one vote too; a sample with
+    no extracted answer (None) does not vote. Ties go to the answer seen first. No votes at all:
+    wrong.
 
     >>> majority_correct(["4", "5", "5", "4.0"], [True, False, False, True])  # "4" and "4.0" agree
     True
     >>> majority_correct(["7", "5", "5", None], [True, False, False, False])
     False
+    >>> majority_correct(["3", "1/2", "0.5", "3", "\\frac{1}{2}"], [True, False, False, True, False])  # 3 halves
+    False
     """
     if len(answers) != len(correct):
         raise ValueError(f"majority_correct: {len(answers)} answers but {len(correct)} verdicts")
-    votes: dict[object, int] = {}
-    for answer, ok in zip(answers, correct):
-        if ok:
-            key: object = True  # every correct answer equals the gold, so they agree with one another
-        elif answer is None:
-            continue
-        else:
-            key = "".join(answer.split())
-        votes[key] = votes.get(key, 0) + 1
-    if not votes:
-        return False
-    winner = max(votes, key=lambda key: votes[key])  # max keeps the first of equal counts
-    return winner is True
+    return _majority_is_correct(answer_groups(answers, correct))
 
 
 def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int, *, max_subsets: int = MAX_SUBSETS) -> float:
     """maj@k of one problem: the mean of `majority_correct` over k-subsets of its n samples.
 
     Exact (every k-subset) when there are at most `max_subsets`; otherwise `max_subsets` subsets
-    drawn with a fixed seed, so the result is still reproducible.
+    drawn with a fixed seed, so the result is still reproducible. The answers are grouped once,
+    over all n samples, and every subset votes with those groups.
 
     >>> maj_at_k(["1", "2", "2"], [True, False, False], 1)  # one sample: its own correctness
     0.3333333333333333
@@ -112,7 +173,8 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int, *, 
     else:
         rng = random.Random(f"maj@{k}/{n}")
         subsets = [sorted(rng.sample(range(n), k)) for _ in range(max_subsets)]
-    hits = sum(majority_correct([answers[i] for i in s], [correct[i] for i in s]) for s in subsets)
+    groups = answer_groups(answers, correct)
+    hits = sum(_majority_is_correct([groups[i] for i in s]) for s in subsets)
     return hits / len(subsets)
 
 

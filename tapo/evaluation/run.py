@@ -12,7 +12,8 @@ Unit of work and seeding (what makes results reproducible and resumable):
   numbers as an uninterrupted one. `--limit` only shortens the plan, so a quick look with
   `--limit 8` is reused by the full run (whole blocks of it).
 - The directory's `eval_config.json` records the model and everything that changes the samples
-  (protocol, backend, batch size, dtype, prompt); resuming with different values is an error.
+  (protocol, backend, batch size, dtype, and the prompt: instruction, system prompt, chat template
+  arguments such as Qwen3's `enable_thinking`); resuming with different values is an error.
   It is written only once the model has loaded and sampling is about to start: a command that
   fails on a bad model, dtype or backend leaves nothing behind that blocks the corrected one
   (and `--overwrite` deletes the old evaluation only at that point too).
@@ -32,9 +33,10 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tapo.evaluation.metrics import mean_std, run_metrics
 from tapo.evaluation.responses import append_rows, read_responses, rewrite_rows
@@ -152,6 +154,7 @@ def evaluate(
     dtype: str | None = None,
     instruction: str | None = None,
     system_prompt: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
     sampler: Sampler | None = None,
@@ -160,12 +163,17 @@ def evaluate(
     """Evaluate `model` on `benchmarks`; write result.json, result.md and responses.jsonl into `output_dir`.
 
     Resumes automatically when `output_dir` holds an evaluation with the same settings
-    (`overwrite=True` starts afresh). `sampler` replaces loading `model` (e.g. a model already
-    in memory); `on_chunk(chunk, rows)` is called after each chunk is on disk. Returns the result
-    dict (the schema of result.json).
+    (`overwrite=True` starts afresh). The prompt is the training prompt: `instruction` (None: the
+    default), `system_prompt` and `chat_template_kwargs` as the run was trained with
+    (`training_prompt` reads them from its config). `sampler` replaces loading `model` (e.g. a
+    model already in memory); `on_chunk(chunk, rows)` is called after each chunk is on disk.
+    Returns the result dict (the schema of result.json).
     """
     from tapo.sampling import resolve_backend
 
+    prompt = prompt_config(
+        instruction=instruction, system_prompt=system_prompt, chat_template_kwargs=chat_template_kwargs
+    )  # bad template arguments fail before anything is loaded
     loaded = load_benchmarks(benchmarks, limit=limit)  # bad names and rows fail before a model is loaded
     out = Path(output_dir)
     chosen = sampler.backend if sampler is not None else resolve_backend(backend)
@@ -174,7 +182,7 @@ def evaluate(
         "model": model,
         "protocol": asdict(protocol),
         "engine": {"backend": chosen, "batch_size": batch_size, "dtype": dtype},
-        "prompt": {"instruction": instruction, "system_prompt": system_prompt},
+        "prompt": prompt,
     }
     if not overwrite:
         _check_config(out / EVAL_CONFIG, config)
@@ -209,9 +217,7 @@ def evaluate(
                 for pid in chunk.problem_ids:
                     if (chunk.benchmark, pid) not in prompts:
                         problem = records[(chunk.benchmark, pid)].problem
-                        prompts[(chunk.benchmark, pid)] = prompt_token_ids(
-                            tokenizer, problem, instruction=instruction, system_prompt=system_prompt
-                        )
+                        prompts[(chunk.benchmark, pid)] = prompt_token_ids(tokenizer, problem, **prompt)
                 rows = sample_chunk(chunk, sampler, records=records, prompts=prompts, protocol=protocol)
                 append_rows(out / RESPONSES, rows)  # the chunk is on disk: an interruption from here on loses nothing
                 correct += sum(r["correct"] for r in rows)
@@ -223,12 +229,78 @@ def evaluate(
 
     rows, _ = read_responses(out / RESPONSES)
     result = summarize(rows, plan, model=model, protocol=protocol)
-    result["engine"] = config["engine"]
+    result["engine"], result["prompt"] = config["engine"], config["prompt"]  # how the numbers were made
     (out / RESULT_JSON).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     from tapo.evaluation.tables import result_markdown
 
     (out / RESULT_MD).write_text(result_markdown(result), encoding="utf-8")
     return result
+
+
+def prompt_config(
+    *, instruction: str | None, system_prompt: str | None, chat_template_kwargs: Mapping[str, Any] | None
+) -> dict:
+    """The prompt settings as eval_config.json records them: one spelling for each prompt.
+
+    The default instruction is recorded as None and an empty system prompt as none (they make the
+    same prompt), so directories of earlier versions, which recorded no template arguments, resume.
+
+    >>> from tapo.data import DEFAULT_INSTRUCTION
+    >>> prompt_config(instruction=DEFAULT_INSTRUCTION, system_prompt="", chat_template_kwargs={"enable_thinking": 0})
+    {'instruction': None, 'system_prompt': None, 'chat_template_kwargs': {'enable_thinking': 0}}
+    """
+    from tapo.data import DEFAULT_INSTRUCTION
+
+    return {
+        "instruction": None if instruction == DEFAULT_INSTRUCTION else instruction,
+        "system_prompt": system_prompt or None,
+        "chat_template_kwargs": template_kwargs(chat_template_kwargs, where="chat_template_kwargs"),
+    }
+
+
+def template_kwargs(value: Mapping[str, Any] | str | None, *, where: str) -> dict:
+    """Chat template arguments as a plain dict: a mapping with string keys, or its JSON text (as TRL accepts).
+
+    >>> template_kwargs('{"enable_thinking": false}', where="--chat-template-kwargs")
+    {'enable_thinking': False}
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error.msg}): {value!r}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f'{where}: expected a JSON object such as {{"enable_thinking": false}}, got {value!r}')
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping of template arguments, got {value!r}")
+    if not all(isinstance(key, str) for key in value):
+        raise ValueError(f"{where}: keys must be strings (template variable names), got {sorted(map(repr, value))}")
+    try:
+        json.dumps(dict(value))  # recorded in eval_config.json
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: values must be JSON values ({error})") from None
+    return dict(value)
+
+
+def training_prompt(config) -> dict:
+    """`evaluate`'s prompt options for a model trained under this run config (`tapo.config.RunConfig`).
+
+    Its `data.instruction`, `data.system_prompt` and `trainer.chat_template_kwargs`, which TRL
+    applies to every rollout prompt (a mapping, or its JSON text).
+
+    >>> from tapo.config import RunConfig
+    >>> training_prompt(RunConfig(trainer={"chat_template_kwargs": {"enable_thinking": False}}))["chat_template_kwargs"]
+    {'enable_thinking': False}
+    """
+    return {
+        "instruction": config.data.instruction,
+        "system_prompt": config.data.system_prompt,
+        "chat_template_kwargs": template_kwargs(
+            config.trainer.get("chat_template_kwargs"), where="trainer.chat_template_kwargs"
+        ),
+    }
 
 
 def sample_chunk(
@@ -329,7 +401,7 @@ def read_problems(path: str | Path) -> dict[tuple[str, str], str]:
     path = Path(path)
     if not path.is_file():
         return {}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in _jsonl_lines(path) if line.strip()]
     return {(r["benchmark"], r["problem_id"]): r["problem"] for r in rows}
 
 
@@ -337,7 +409,7 @@ def write_problems(path: Path, benchmarks: Sequence[Benchmark]) -> None:
     """Add these benchmarks' problems to `problems.jsonl` (kept across reruns with other benchmarks or limits)."""
     rows = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in _jsonl_lines(path):
             if line.strip():
                 row = json.loads(line)
                 rows[(row["benchmark"], row["problem_id"])] = row
@@ -345,6 +417,12 @@ def write_problems(path: Path, benchmarks: Sequence[Benchmark]) -> None:
         for r in b.records:
             rows[(b.name, r.id)] = {"benchmark": b.name, "problem_id": r.id, "problem": r.problem, "answer": r.answer}
     rewrite_rows(path, rows.values())
+
+
+def _jsonl_lines(path: Path) -> list[str]:
+    """The lines of a JSONL file, split at "\\n" only: `str.splitlines` also splits at U+2028, U+2029
+    and U+0085, which JSON leaves unescaped inside strings (`ensure_ascii=False`)."""
+    return path.read_text(encoding="utf-8").split("\n")
 
 
 def _check_config(path: Path, config: dict) -> None:
@@ -484,4 +562,7 @@ def apply_resume_state(path: Path, state: ResumeState) -> None:
         print(f"eval: {note}", file=sys.stderr)
 
 
-__all__ = ["Chunk", "EvalProtocol", "evaluate", "load_result", "plan_chunks", "sample_chunk", "summarize"]
+__all__ = [
+    "Chunk", "EvalProtocol", "evaluate", "load_result", "plan_chunks", "prompt_config", "sample_chunk", "summarize",
+    "training_prompt",
+]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from transformers import GenerationConfig
 
 from tapo.sampling.types import Completion, SamplingSettings
 from tapo.tensors import stack_rows
@@ -23,12 +25,13 @@ def eos_ids(model, tokenizer) -> list[int]:
 class HFSampler:
     """Batched sampling with transformers `generate`.
 
-    Sampling is the evaluation protocol's by default: temperature and top-p, nothing else (top-k off,
-    no repetition penalty, whatever the model's `generation_config.json` says), so numbers compare
-    across models. `model_defaults=True` leaves top-k and the repetition penalty to the model's
-    generation config instead (transformers' top-k 50 when it sets none): the benchmarks' figures
-    were measured that way. Temperature 0 is greedy decoding. torch's generator is seeded with the
-    call's seed inside `fork_rng`, so sampling leaves the caller's random state as it found it.
+    Sampling is the evaluation protocol's by default: temperature and top-p, nothing else (no top-k,
+    min-p, typical-p, repetition penalty, n-gram ban, minimum length, ..., whatever the model's
+    `generation_config.json` says), so numbers compare across models. `model_defaults=True` leaves
+    all of those to the model's generation config instead (transformers' top-k 50 when it sets
+    none): the benchmarks' figures were measured that way. Temperature 0 is greedy decoding.
+    torch's generator is seeded with the call's seed inside `fork_rng`, so sampling leaves the
+    caller's random state as it found it.
     """
 
     backend = "hf"
@@ -54,11 +57,12 @@ class HFSampler:
             pad_token_id=pad,
         )
         if not self.model_defaults:
-            options.update(top_k=0, repetition_penalty=1.0)  # top_k 0 is off (None falls back to generation_config)
+            options.update(top_k=0)  # off: transformers' own default is 50
         if not greedy:
             options.update(temperature=settings.temperature, top_p=settings.top_p)
         devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        blank = None if self.model_defaults else GenerationConfig()  # nothing of generation_config.json
+        with _generation_config(self.model, blank), torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **options)  # [P*n, L+T]
         generated = out[:, ids.size(1) :].tolist()  # [P * n, T], or [P, T] when greedy
@@ -74,3 +78,22 @@ class HFSampler:
             text=self.tokenizer.decode(tokens, skip_special_tokens=True), n_tokens=len(tokens),
             finished=cut is not None, token_ids=tuple(row if cut is None else row[: cut + 1]),
         )
+
+
+@contextmanager
+def _generation_config(model, config: GenerationConfig | None) -> Iterator[None]:
+    """`model.generation_config` is `config` inside (None: left as it is), the model's own again after.
+
+    `generate` fills every option a call leaves unset from `model.generation_config`, a passed
+    `generation_config` included, so the model's min_p, typical_p, no_repeat_ngram_size, ... are
+    kept out only by giving it a blank one.
+    """
+    if config is None:
+        yield
+        return
+    own = model.generation_config
+    model.generation_config = config
+    try:
+        yield
+    finally:
+        model.generation_config = own

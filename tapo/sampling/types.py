@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,22 @@ def messages_prompt_ids(tokenizer, messages: list[dict], **template_kwargs) -> l
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def prompt_token_ids(tokenizer, problem: str, *, instruction: str | None = None, system_prompt: str | None = None) -> list[int]:
-    """Token ids of the training prompt for `problem` (`format_prompt` + chat template, assistant turn open)."""
+def prompt_token_ids(
+    tokenizer,
+    problem: str,
+    *,
+    instruction: str | None = None,
+    system_prompt: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> list[int]:
+    """Token ids of the training prompt for `problem` (`format_prompt` + chat template, assistant turn open).
+
+    `chat_template_kwargs` go to the chat template as training's `trainer.chat_template_kwargs` do
+    (Qwen3's `{"enable_thinking": False}` opens the turn with an empty think block).
+    """
     from tapo.data import DEFAULT_INSTRUCTION, format_prompt
 
     messages = format_prompt(
         problem, instruction=DEFAULT_INSTRUCTION if instruction is None else instruction, system_prompt=system_prompt
     )
-    return messages_prompt_ids(tokenizer, messages)
+    return messages_prompt_ids(tokenizer, messages, **dict(chat_template_kwargs or {}))
