@@ -24,6 +24,7 @@ that gave it if one did.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import typing
@@ -33,17 +34,26 @@ from typing import Any
 
 import yaml
 
-from tapo.config_checks import ALGORITHMS, origin_note, suggest, type_problem, value_problems
+from tapo.config_checks import ALGORITHMS, key_problem, origin_note, suggest, type_problem, value_problems
 
 # Keys the runner sets itself; a config that sets them under `trainer:` would be silently overridden.
 RUNNER_OWNED_TRAINER_KEYS = ("output_dir", "seed", "logging_steps", "report_to")
 ENGINE_SECTIONS = ("trainer", "tapo", "sdpo")  # mappings handed to the engine's argument classes
 LISTED_KEYS_MAX = 30  # an unknown key's error lists the allowed ones only for sections this small
+RESERVED_STARTS = "@`&*%"  # YAML indicators a `--set` value cannot start with (quote the value instead)
 _log = logging.getLogger("tapo")
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` and `1.0e5` as floats (YAML 1.1 only knows `1.0e-5`); quoted stays str."""
+    """SafeLoader that also reads `1e-5` and `1.0e5` as floats (YAML 1.1 only knows `1.0e-5`); quoted stays str.
+
+    A key given twice in one mapping is an error: PyYAML keeps the last, so a second `trainer:` block
+    would silently drop every key of the first.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        _check_duplicate_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -56,6 +66,30 @@ for _cls in (_Loader, _Dumper):
         re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
         list("-+0123456789"),
     )
+
+
+def _check_duplicate_keys(loader: _Loader, node: yaml.MappingNode) -> None:
+    """Raise ConfigError naming a key that `node` gives twice and both its lines (1-based).
+
+    Only the keys written in the mapping count: those a merge (`<<: *base`) brings in are meant to be
+    overridden by them.
+    """
+    first_line: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key: SafeLoader's own error names it
+            continue
+        line = key_node.start_mark.line + 1
+        if seen is not None:
+            raise ConfigError(
+                f"duplicate key {key!r} on line {line} (first on line {seen}): YAML keeps only the last, so the "
+                "first would be silently lost; keep one (merge the two if they are sections)"
+            )
+        first_line[key] = line
 
 
 def _load_yaml(text: str) -> Any:
@@ -178,24 +212,73 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"--set {text!r}: empty key")
-    value = _load_yaml(raw) if raw.strip() else ""
-    return key.strip().split("."), value
+    return key.strip().split("."), _override_value(text, key.strip(), raw)
+
+
+def _override_value(text: str, key: str, raw: str) -> Any:
+    """The YAML value of one `--set`; what YAML cannot read is a ConfigError that says how to quote it.
+
+    A value starting with one of YAML's reserved indicators is refused too: `@x` and `*x` fail in YAML,
+    and `&x` (an anchor with nothing after it) would silently read as null.
+    """
+    if not raw.strip():
+        return ""
+    quoted = f"--set '{key}={json.dumps(raw.strip())}'"
+    start = raw.strip()[0]
+    if start in RESERVED_STARTS:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML (it starts with {start!r}, which YAML "
+                          f"reserves); quote it to give it as text, e.g. {quoted}")
+    try:
+        return _load_yaml(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({problem}); quote it to give it as "
+                          f"text, e.g. {quoted}") from None
+    except ConfigError as error:  # a duplicate key in a mapping value
+        raise ConfigError(f"--set {text!r}: {error}") from None
+
+
+class OverrideOrigins(dict):
+    """`override_origins` (dotted key -> the `--set` text that gave it) of a config file's overrides, and in
+    `started` the dotted paths of the mappings a `--set` created because the file has none there.
+
+    A section's loader starts those from the field's default (`_section_mapping`), so that
+    `--set build.mix.plain=1` on a file without `mix:` adds a weight to the default mix instead of
+    replacing the whole mix with `{plain: 1}`.
+    """
+
+    def __init__(self, origins: dict[str, str], *, started: set[str] | frozenset[str] = frozenset()):
+        super().__init__(origins)
+        self.started = frozenset(started)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `--set a.b=value` overrides to a raw config mapping (a copy is returned)."""
+    return _merge_overrides(raw, overrides)[0]
+
+
+def _merge_overrides(raw: dict, overrides: list[str]) -> tuple[dict, set[str]]:
+    """(`apply_overrides`'s copy, the dotted paths of the mappings the overrides created).
+
+    A mapping counts as created when the file lacks it (or leaves it empty) and a later `--set` does not
+    give it whole: `--set build.mix.plain=1` creates `build` and `build.mix` on a file without `build:`.
+    """
     merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    started: set[str] = set()
     for text in overrides:
         path, value = parse_override(text)
         node = merged
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             if node.get(part) is None:  # absent, or an empty section (`tapo:` with nothing under it)
                 node[part] = {}
+                started.add(".".join(path[:depth]))
             node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: '{part}' is not a section")
         node[path[-1]] = value
-    return merged
+        dotted = ".".join(path)
+        started = {p for p in started if p != dotted and not p.startswith(f"{dotted}.")}  # given whole
+    return merged, started
 
 
 def build_config(raw: dict, *, where: str = "config", set_by: dict[str, str] | None = None) -> RunConfig:
@@ -273,14 +356,15 @@ def _check_sdpo_lacks(trainer: dict, sdpo_keys: set[str], *, where: str, set_by:
                           f"does not have, so SDPOTrainer (algorithm sdpo) would ignore them; remove them{notes}")
 
 
-def read_config_file(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str, dict[str, str]]:
-    """(raw mapping with `--set` overrides applied, where it came from, `override_origins`), for every config kind.
+def read_config_file(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict, str, OverrideOrigins]:
+    """(raw mapping with `--set` overrides applied, where it came from, `OverrideOrigins`), for every config kind.
 
     The file is UTF-8 (a byte-order mark is accepted); no file (`None`) gives {} and "command line".
     """
     set_by = override_origins(overrides)
     if path is None:
-        return apply_overrides({}, overrides or []), "command line", set_by
+        merged, started = _merge_overrides({}, overrides or [])
+        return merged, "command line", OverrideOrigins(set_by, started=started)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -290,9 +374,12 @@ def read_config_file(path: str | Path | None, overrides: list[str] | None = None
         raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    except ConfigError as error:  # a duplicate key (`_Loader`)
+        raise ConfigError(f"{path}: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return apply_overrides(raw, overrides or []), str(path), set_by
+    merged, started = _merge_overrides(raw, overrides or [])
+    return merged, str(path), OverrideOrigins(set_by, started=started)
 
 
 def _section_mapping(raw: dict, name: str, cls, *, where: str, set_by: dict[str, str] | None) -> dict:
@@ -303,19 +390,35 @@ def _section_mapping(raw: dict, name: str, cls, *, where: str, set_by: dict[str,
     if not isinstance(given, dict):
         raise ConfigError(f"{where}: '{name}' must be a mapping{origin_note(name, set_by)}")
     _check_keys(name, given, _field_names(cls), where=where, set_by=set_by)
-    return given
+    return _over_defaults(given, name, cls, started=getattr(set_by, "started", frozenset()))
+
+
+def _over_defaults(given: dict, name: str, cls, *, started: frozenset[str]) -> dict:
+    """`given` with each mapping a `--set` started (`OverrideOrigins.started`) laid over its field's default:
+    `{mix: {plain: 1}}` of section `build` with `build.mix` started gives BuildSection's default mix plus
+    `plain: 1` (`{trajectory: 2, synthesis: 1, plain: 1}`); a mix the file gives is kept as it is."""
+    merged = dict(given)
+    for f in dataclasses.fields(cls):
+        if f"{name}.{f.name}" in started and isinstance(given.get(f.name), dict) \
+                and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+            if isinstance(default, dict):
+                merged[f.name] = {**default, **given[f.name]}
+    return merged
 
 
 def load_section(raw: dict, name: str, cls, *, where: str, set_by: dict[str, str] | None = None):
     """One dataclass section of any config: a mapping, known keys (did-you-mean), values of the annotated types.
 
     Shared by the run config and the cold-start / filter configs, so every config kind reports a bad
-    section the same way, naming the key and the `--set` that gave it.
+    section the same way, naming the key and the `--set` that gave it. A key with choices or a range in
+    `tapo.config_checks` (`model.dtype`, `data.n_steps`, ...) is held to them here as `tapo train` holds
+    it, so `--set model.dtype=bf16` fails at load, not as a missing `torch.bf16` once the model loads.
     """
     given = _section_mapping(raw, name, cls, where=where, set_by=set_by)
     hints = typing.get_type_hints(cls)
     problems = [f"{where}: {name}.{key} {problem}{origin_note(f'{name}.{key}', set_by)}"
-                for key, value in given.items() if (problem := type_problem(value, hints[key]))]
+                for key, value in given.items() if (problem := key_problem(f"{name}.{key}", value, hints[key]))]
     if problems:
         raise ConfigError("\n".join(problems))
     return cls(**given)

@@ -682,3 +682,66 @@ def test_every_sdpo_text_option_is_a_template_or_has_its_choices():
         assert hints[name] is not typing.Any, name
         if hints[name] is str:
             assert f"sdpo.{name}" in choices() or name.endswith("_template"), name
+
+
+# --- defects found in review: duplicate keys, --set into a default mapping, --set values YAML cannot read ----
+
+
+def test_a_key_given_twice_is_an_error_naming_key_lines_and_file(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second `trainer:` block would silently drop the first."""
+    path = write(tmp_path, "trainer: {max_steps: 4, num_generations: 4}\nseed: 1\ntrainer: {learning_rate: 1e-4}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'trainer' on line 3 \(first on line 1\)") as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: ")
+    nested = write(tmp_path, "trainer:\n  max_steps: 4\n  max_steps: 5\n", name="nested.yaml")
+    with pytest.raises(ConfigError, match=r"nested\.yaml: duplicate key 'max_steps' on line 3 \(first on line 2\)"):
+        load_config(nested)
+    merged = write(tmp_path, "trainer: {<<: {max_steps: 4, num_generations: 4}, max_steps: 2}\n", name="merge.yaml")
+    assert load_config(merged).trainer == {"max_steps": 2, "num_generations": 4}  # a merge's keys may be overridden
+    with pytest.raises(ConfigError, match=r"--set 'trainer=\{a: 1, a: 2\}': duplicate key 'a'"):
+        parse_override("trainer={a: 1, a: 2}")
+
+
+@pytest.mark.parametrize("value", ["[1,3", "{a: 1", "@x", "*x", "&x", "%x", "`x", "a: b: c"])
+def test_override_value_yaml_cannot_read_says_how_to_quote_it(value):
+    text = f"data.n_steps={value}"
+    with pytest.raises(ConfigError, match="the value is not valid YAML") as error:
+        load_config(TINY, [text])
+    message = str(error.value)
+    assert message.startswith(f"--set {text!r}: ")
+    assert f"""--set 'data.n_steps="{value}"'""" in message  # the quoted form, which gives the text itself
+    assert parse_override(f'data.n_steps="{value}"')[1] == value
+
+
+def coldstart_file(tmp_path, *, mix: str | None = None) -> Path:
+    """A cold-start config like recipes/coldstart-demo.yaml, with `mix` under build when given."""
+    build = "build: {samples: 0, positive_source: reference, synthetic_negative: always"
+    return write(tmp_path, f"{build}{', mix: ' + mix if mix else ''}}}\n", name="cs.yaml")
+
+
+def test_override_into_a_mapping_the_file_lacks_starts_from_its_default(tmp_path):
+    """`--set build.mix.plain=1` adds a weight to the default mix; it replaces it only where the file gives one."""
+    from tapo.coldstart.config import BuildSection, load_coldstart_config
+
+    default = BuildSection().mix
+    assert load_coldstart_config(coldstart_file(tmp_path), ["build.mix.plain=1"]).build.mix == {**default, "plain": 1}
+    assert load_coldstart_config(None, ["build.mix.plain=1", "build.samples=0", "build.positive_source=reference",
+                                        "build.synthetic_negative=always"]).build.mix == {**default, "plain": 1}
+    given = coldstart_file(tmp_path, mix="{plain: 0, trajectory: 1}")
+    assert load_coldstart_config(given, ["build.mix.plain=1"]).build.mix == {"plain": 1, "trajectory": 1}
+    whole = ["build.mix.plain=1", "build.mix={synthesis: 1}"]  # a later --set that gives the mapping whole wins
+    assert load_coldstart_config(coldstart_file(tmp_path), whole).build.mix == {"synthesis": 1}
+    assert load_coldstart_config(coldstart_file(tmp_path), ["build.mix={plain: 1}"]).build.mix == {"plain": 1}
+
+
+@pytest.mark.parametrize("kind", ["coldstart", "filter"])
+def test_every_config_kind_checks_model_dtype(kind):
+    """`model.dtype` is held to MODEL_DTYPES for every config with a model section, not only `tapo train`'s."""
+    from tapo.coldstart.config import load_coldstart_config, load_filter_config
+
+    load = {"coldstart": load_coldstart_config, "filter": load_filter_config}[kind]
+    path = RECIPES / "coldstart-demo.yaml" if kind == "coldstart" else None
+    with pytest.raises(ConfigError, match=r"model\.dtype must be one of float32, bfloat16, float16, float64, got "
+                                          r"'bf16' \(did you mean 'bfloat16'\?\) \(from --set model\.dtype=bf16\)"):
+        load(path, ["model.dtype=bf16"])
+    assert load(path, ["model.dtype=bfloat16"]).model.dtype == "bfloat16"

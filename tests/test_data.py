@@ -302,3 +302,61 @@ def test_rows_before_a_bad_byte_are_read_as_usual(tmp_path):
     with pytest.raises(ValueError, match=r"late\.jsonl row 4: not UTF-8"):
         load_records(path, validate=False)
     assert len(load_records(path, validate=False, limit=3)) == 3
+
+
+# --- defects found in review: data folders, lone surrogates, non-finite answers -----------------------------
+
+FOLDER_ROWS = [{"problem": "1+1", "answer": "2"}, {"problem": "2+2", "answer": "4"}]
+
+
+def test_a_data_folder_loads_by_an_absolute_relative_or_home_path(tmp_path, monkeypatch):
+    """`/data`, `./data` and `~/data` look like file paths but are folders `datasets` reads."""
+    write_jsonl((tmp_path / "data").mkdir() or tmp_path / "data" / "a.jsonl", FOLDER_ROWS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for source in (str(tmp_path / "data"), "./data", "~/data"):
+        assert [(r.problem, r.answer) for r in load_records(source)] == [("1+1", "2"), ("2+2", "4")], source
+    with pytest.raises(FileNotFoundError, match="data file not found: ./nope"):
+        load_records("./nope")
+
+
+def test_a_malformed_row_in_a_data_folder_names_folder_file_row_and_cause(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [json.dumps(FOLDER_ROWS[0]), json.dumps(FOLDER_ROWS[1]) + " x"])
+    with pytest.raises(datasets_module.DataError) as error:
+        load_records(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder}: the data folder could not be read (datasets: Trailing data at position ")
+    assert f"{folder / 'a.jsonl'} row 2: invalid JSON at line 2" in message
+    (folder / "a.jsonl").unlink()  # an empty folder: datasets' own message says so
+    with pytest.raises(datasets_module.DataError, match=r"data folder could not be read .*doesn't contain any data"):
+        load_records(folder)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ('{"problem": "1 + \\ud83d", "answer": "2"}', "problem ('problem') is not valid Unicode (a lone surrogate, "
+                                                      "U+D83D, at character 5)"),
+        ('{"problem": "1 + 1", "answer": "\\ud83d2"}', "answer ('answer') is not valid Unicode (a lone surrogate, "
+                                                       "U+D83D, at character 1)"),
+        ('{"problem": "1 + 1", "answer": "2", "id": "q\\ude00"}', "id ('id') is not valid Unicode (a lone surrogate, "
+                                                                  "U+DE00, at character 2)"),
+    ],
+)
+def test_a_lone_surrogate_names_file_row_and_character(tmp_path, row, message):
+    """`"\\ud83d"` without its pair passes the row checks, then fails in Dataset.from_dict with no file or row."""
+    path = write_jsonl(tmp_path / "s.jsonl", [FOLDER_ROWS[0], row])
+    with pytest.raises(datasets_module.DataError) as error:
+        load_records(path, validate=False)
+    assert str(error.value) == f"{path} row 2: {message}"
+    pair = write_jsonl(tmp_path / "pair.jsonl", ['{"problem": "\\ud83d\\ude00", "answer": "1"}'])
+    assert load_records(pair, validate=False)[0].problem == "\U0001f600"  # a pair is one character
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_answer_names_file_row_and_key(tmp_path, value):
+    path = write_jsonl(tmp_path / "n.jsonl", [{"problem": "1+1", "gold": 2}, f'{{"problem": "0/0", "gold": {value}}}'])
+    with pytest.raises(datasets_module.DataError, match=r"n\.jsonl row 2: answer \('gold'\) is -?(nan|inf)"):
+        load_records(path, answer_key="gold", validate=False)

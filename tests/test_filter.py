@@ -82,8 +82,9 @@ def test_filter_cli_on_a_tiny_model(tmp_path, capsys):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["data.n=0"], r"no queries: data\.n is 0 for builtin:arithmetic"),
-        (["data.limit=0"], r"no queries: data\.limit is 0"),
+        # caught with the config (as for tapo train), before the data is even read
+        (["data.n=0"], r"data\.n must be >= 1 \(it would keep no rows\), got 0 \(from --set data\.n=0\)"),
+        (["data.limit=0"], r"data\.limit must be >= 1 \(it would keep no rows\), got 0 \(from --set data\.limit=0\)"),
         (["data.source=EMPTY"], r"no queries: data\.source '.*empty\.jsonl' has no rows"),
     ],
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import importlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def records_from_rows(
                 raise DataError(f"{where}: answer is empty after answer_fn")
         if validate_gold is not None:
             validate_gold(answer, where=where)
-        rid = _row_id(row, stem, row_no)
+        rid = _row_id(row, stem, row_no, where=where)
         if rid in first_row_of:
             raise DataError(f"{where}: duplicate id {rid!r} (first at row {first_row_of[rid]})")
         first_row_of[rid] = row_no
@@ -274,13 +275,56 @@ def read_rows(source: str, *, split: str, subset: str | None) -> tuple[Iterator[
 
             return enumerate(pq.read_table(path).to_pylist(), start=1), str(source), path.stem
         raise ValueError(f"{source}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
+    label = f"{source} ({subset + ', ' if subset else ''}split {split})"
+    if path.is_dir():  # before the path test below: `/data/gsm8k`, `./data`, `~/data` may be folders
+        return enumerate(iter(_folder_dataset(path, split=split, subset=subset)), start=1), label, path.name
     if path.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"data file not found: {source}")
-    import datasets  # a local folder or a Hub id; imported here so `import tapo.data` stays light
+    import datasets  # a Hub id; imported here so `import tapo.data` stays light
 
-    ds = datasets.load_dataset(str(path) if path.is_dir() else source, subset, split=split)
-    label = f"{source} ({subset + ', ' if subset else ''}split {split})"
-    return enumerate(iter(ds), start=1), label, path.name if path.is_dir() else source.rstrip("/").split("/")[-1]
+    ds = datasets.load_dataset(source, subset, split=split)
+    return enumerate(iter(ds), start=1), label, source.rstrip("/").split("/")[-1]
+
+
+def _folder_dataset(path: Path, *, split: str, subset: str | None):
+    """`datasets.load_dataset` of a local folder; whatever it fails on is a DataError naming the folder.
+
+    `datasets` reports a malformed row as a DatasetGenerationError whose message names neither the
+    file nor the fault; the fault is the innermost exception of its chain ("Trailing data at position
+    39"), and the file and row are found by reading the folder's JSON files with this module's readers.
+    Its other errors (an empty folder, an unknown split) say what is wrong themselves.
+    """
+    import datasets  # imported here so `import tapo.data` stays light
+
+    try:
+        return datasets.load_dataset(str(path), subset, split=split)
+    except Exception as error:  # noqa: BLE001 - whatever datasets raises, the folder's files are what is wrong
+        generic = isinstance(error, datasets.exceptions.DatasetGenerationError)
+        cause = _innermost(error) if generic else error
+        message = f"{path}: the data folder could not be read (datasets: {str(cause) or type(cause).__name__})"
+        bad_row = _first_bad_row(path)
+        raise DataError(f"{message}; {bad_row}" if bad_row else message) from error
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The last exception of `error`'s chain of causes (the one that says what is wrong)."""
+    seen = {id(error)}
+    while (cause := error.__cause__ or error.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        error = cause
+    return error
+
+
+def _first_bad_row(folder: Path) -> str | None:
+    """The DataError message of the first of `folder`'s JSON files that this module cannot read, else None."""
+    readers = {".jsonl": _jsonl_rows, ".json": _json_rows}
+    for file in sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in readers):
+        try:
+            for _ in readers[file.suffix.lower()](file):
+                pass
+        except DataError as error:
+            return str(error)
+    return None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
@@ -404,6 +448,7 @@ def _problem_text(row: dict, key: str | None, where: str) -> str:
         raise DataError(f"{where}: problem ({key!r}) is missing (null)")
     if not isinstance(value, str):
         raise DataError(f"{where}: problem ({key!r}) is not text (got {type(value).__name__})")
+    _check_unicode(value, where=where, what=f"problem ({key!r})")
     if not value.strip():
         raise DataError(f"{where}: problem is empty")
     return value.strip()
@@ -416,15 +461,33 @@ def _answer_text(row: dict, key: str | None, where: str) -> str:
         raise DataError(f"{where}: answer ({key!r}) is missing (null)")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DataError(f"{where}: answer ({key!r}) is not text or a number (got {type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity: no answer to check
+        raise DataError(f"{where}: answer ({key!r}) is {value!r}, not a number an answer can be checked against")
     if isinstance(value, float):
         value = str(int(value)) if value.is_integer() else repr(value)
     text = str(value)
+    _check_unicode(text, where=where, what=f"answer ({key!r})")
     if not text.strip():
         raise DataError(f"{where}: answer is empty")
     answer = final_answer(text)
     if not answer:
         raise DataError(f"{where}: answer is empty after reducing {text[-40:]!r} to its final answer")
     return answer
+
+
+def _check_unicode(text: str, *, where: str, what: str) -> None:
+    """Refuse text with a lone surrogate (JSON's `"\\ud83d"` without its pair): it passes every other check
+    here, then fails in `datasets.Dataset.from_dict` (UTF-8 cannot encode it) with no file or row.
+
+    >>> _check_unicode("1 + \\ud83d", where="a.jsonl row 3", what="problem")
+    Traceback (most recent call last):
+    ...
+    tapo.data.datasets.DataError: a.jsonl row 3: problem is not valid Unicode (a lone surrogate, U+D83D, at character 5)
+    """
+    at = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if at is not None:
+        raise DataError(f"{where}: {what} is not valid Unicode (a lone surrogate, U+{ord(text[at]):04X}, "
+                        f"at character {at + 1})")
 
 
 def _pick_key(row: dict, key: str | None, defaults: tuple[str, ...], where: str, *, what: str) -> str:
@@ -447,10 +510,11 @@ def _without_bom_keys(row: dict) -> dict:
     return {k.lstrip("\ufeff") if isinstance(k, str) else k: v for k, v in row.items()}
 
 
-def _row_id(row: dict, stem: str, row_no: int) -> str:
+def _row_id(row: dict, stem: str, row_no: int, *, where: str) -> str:
     for k in ID_KEYS:
         value = row.get(k)
         if value is not None and str(value).strip():
+            _check_unicode(str(value), where=where, what=f"id ({k!r})")
             return str(value).strip()
     return f"{stem}-{row_no}"
 
