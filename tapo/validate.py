@@ -154,14 +154,15 @@ def check_template(path: str, *, where: str, note: str = "", key: str = "tapo.sy
     """A template file (`key`: tapo.synthesis_template or tapo.splice_locate_template) exists and uses exactly
     its prompt's placeholders ($question, $negative, $positive)."""
     from tapo.core.synthesis import build_locate_prompt, build_self_prompt
+    from tapo.data.datasets import read_text
 
     build = build_locate_prompt if key.endswith("locate_template") else build_self_prompt
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"{where}: {key}: file not found: {path}{note}")
     try:
-        build(question="q", negative="n", positive="p", template=file.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
+        build(question="q", negative="n", positive="p", template=read_text(file))  # as the run reads it
+    except (ValueError, UnicodeDecodeError) as error:  # a DataError (not UTF-8) is a ValueError
         raise ConfigError(f"{where}: {key}: {path}: {error}{note}") from error
 
 

@@ -284,3 +284,14 @@ def test_prefix_ablation_trains_no_token_of_the_kept_prefix(tmp_path):
         trainer.beta = saved
     assert math.isclose(losses[0], losses[1], rel_tol=1e-6), losses
     assert not math.isclose(unmasked, losses[1], rel_tol=1e-3)  # the prefix's KL would have counted
+
+
+def test_templates_are_read_as_the_cold_start_reads_them(tmp_path):
+    """A synthesis template saved with a byte-order mark (as some editors do) gives the trainer the text the cold
+    start taught (`tapo.data.datasets.read_text`: UTF-8, the BOM dropped), not one starting with U+FEFF."""
+    from tapo.core.synthesis import SELF_TEMPLATE
+
+    path = tmp_path / "template.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + SELF_TEMPLATE.encode())
+    trainer = make_trainer(tmp_path / "run", synthesis_template=str(path))
+    assert trainer.constructor.template == SELF_TEMPLATE

@@ -74,6 +74,7 @@ from tapo.core.synthesis import (
 )
 from tapo.engine.buckets import score_by_length
 from tapo.engine.deferred import DeferredRound, load_pending, micro_steps_before, save_pending
+from tapo.data.datasets import read_text
 from tapo.engine.riders import prefilled_apart, rows_ended_apart, rows_sampled_apart
 from tapo.report.data import CONSTRUCTIONS_FILE, MEASURED_PHASES, STEP_TIME_KEY, TIME_PREFIX
 from tapo.tensors import stack_rows, token_logps
@@ -284,8 +285,9 @@ class TAPOTrainer(GRPOTrainer):
                 "TAPO normalises reflection groups like TRL's multi_objective_aggregation 'sum_then_normalize'; "
                 f"{self.multi_objective_aggregation!r} is not supported"
             )
-        template = Path(cfg.synthesis_template).read_text() if cfg.synthesis_template else None
-        locate_template = Path(cfg.splice_locate_template).read_text() if cfg.splice_locate_template else None
+        # read as the cold start reads them (UTF-8, a BOM dropped): the prompt it taught is the one used here
+        template = read_text(cfg.synthesis_template) if cfg.synthesis_template else None
+        locate_template = read_text(cfg.splice_locate_template) if cfg.splice_locate_template else None
         template_kwargs = dict(self.chat_template_kwargs)
         if self.chat_template is not None:
             template_kwargs["chat_template"] = self.chat_template
