@@ -293,5 +293,5 @@ def test_templates_are_read_as_the_cold_start_reads_them(tmp_path):
 
     path = tmp_path / "template.txt"
     path.write_bytes(b"\xef\xbb\xbf" + SELF_TEMPLATE.encode())
-    trainer = make_trainer(tmp_path / "run", synthesis_template=str(path))
+    trainer = make_trainer(tmp_path / "run", construction="self", synthesis_template=str(path))
     assert trainer.constructor.template == SELF_TEMPLATE
