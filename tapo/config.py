@@ -272,6 +272,8 @@ def _merge_overrides(raw: dict, overrides: list[str]) -> tuple[dict, set[str]]:
             if node.get(part) is None:  # absent, or an empty section (`tapo:` with nothing under it)
                 node[part] = {}
                 started.add(".".join(path[:depth]))
+            if depth == 1 and part == "model" and isinstance(node[part], str):  # the `model: NAME` short form
+                node[part] = {"name": node[part]}
             node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: '{part}' is not a section")

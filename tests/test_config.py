@@ -62,6 +62,9 @@ def test_demo_recipe_loads_its_tapo_section():
 def test_model_may_be_given_as_a_bare_name(tmp_path):
     config = load_config(write(tmp_path, {"model": "builtin:smollm2-135m-instruct"}))
     assert config.model == ModelSection(name="builtin:smollm2-135m-instruct")
+    # a --set into the short form's section keeps the name (it said "'model' is not a section")
+    config = load_config(write(tmp_path, {"model": "builtin:tiny"}), ["model.dtype=bfloat16"])
+    assert config.model == ModelSection(name="builtin:tiny", dtype="bfloat16")
 
 
 def test_a_real_grpo_config_field_is_accepted_under_trainer(tmp_path):
