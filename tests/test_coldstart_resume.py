@@ -97,3 +97,17 @@ def test_an_interrupted_build_leaves_the_data_and_its_settings_as_they_were(conf
 def test_build_into_a_folder_is_refused_before_any_work(config, tmp_path, capsys):
     assert main(["coldstart", "build", "--config", str(config), "--output", str(tmp_path)]) == 2
     assert "is a folder; name the JSONL file to write" in capsys.readouterr().err
+
+
+def test_resume_from_a_checkpoint_refuses_other_fine_tuning_settings(config, tmp_path, capsys):
+    """As `tapo train --resume`: the steps after a checkpoint train with the settings of the steps before it."""
+    import shutil
+
+    run_dir = tmp_path / "cs"
+    assert run(config, run_dir) == 0
+    shutil.rmtree(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoint-2")  # cut off after checkpoint-1
+    assert run(config, run_dir, "--resume", "--set", "sft.learning_rate=0.001") == 2
+    err = capsys.readouterr().err
+    assert "the settings differ from config.yaml, which trained steps up to 1: sft.learning_rate: 0.0001 -> 0.001" in err
+    assert run(config, run_dir, "--resume") == 0 and losses(run_dir) == [1, 2]

@@ -519,14 +519,20 @@ def data_settings_changes(data: str | Path, config: ColdStartConfig) -> list[str
     """`dotted.key: built -> now` for each setting that built `data` (its DATA.config.yaml) and differs in `config`;
     None when no settings file is beside it (built by an older version, or copied without it). The fine-tuning
     (`sft`) and the run directory are not data settings."""
+    return settings_changes(Path(data).with_suffix(".config.yaml"), config, ignore=NOT_DATA_SETTINGS)
+
+
+def settings_changes(saved: str | Path, config: ColdStartConfig, *, ignore: Sequence[str] = ("output_dir",)
+                     ) -> list[str] | None:
+    """`dotted.key: saved -> now` for each setting of the cold-start config saved at `saved` that differs in
+    `config` (top-level keys in `ignore` left out); None when nothing is saved there."""
     from tapo.coldstart.config import load_coldstart_config
 
-    saved = Path(data).with_suffix(".config.yaml")
-    if not saved.is_file():
+    if not Path(saved).is_file():
         return None
 
     def settings(cfg: ColdStartConfig) -> dict:
-        return _flatten({k: v for k, v in cfg.to_dict().items() if k not in NOT_DATA_SETTINGS})
+        return _flatten({k: v for k, v in cfg.to_dict().items() if k not in ignore})
 
     before, after = settings(load_coldstart_config(saved)), settings(config)
     unset = "(unset)"

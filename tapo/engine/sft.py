@@ -117,6 +117,14 @@ def run_sft(config: ColdStartConfig, *, data: str | Path, output_dir: str | Path
             raise FileNotFoundError(f"--resume: {run_dir} holds no cold-start run to resume (no {CONFIG_FILE}, "
                                     "no checkpoint-N folder)")
         _note(f"no checkpoint in {run_dir} yet: the fine-tuning starts again from step 0")
+    if checkpoint is not None:  # as `tapo train --resume`: the steps to come train with the settings of those before
+        from tapo.coldstart.build import settings_changes
+
+        changes = settings_changes(run_dir / CONFIG_FILE, config)
+        if changes:
+            raise ValueError(f"--resume {run_dir}: the settings differ from {CONFIG_FILE}, which trained steps up to "
+                             f"{checkpoint_step(checkpoint)}: {'; '.join(changes)}. Resume with the same config and "
+                             "--set values, or start a new run in another --output-dir")
     if not resume:
         refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
